@@ -1,0 +1,105 @@
+"""The contract every model plugin implements, and the data it exchanges with the runner.
+
+Construction stores the config only (no download, no device work); ``fit`` trains and returns self;
+``predict_proba`` returns probabilities aligned with ``labels``; ``save``/``load`` are a pair and what
+``save`` writes is enough for ``load``. The runner, not the model, writes predictions and metrics.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mlops.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    """Texts (and optional second texts of a pair) with their string labels, if known."""
+
+    texts: Sequence[str]
+    labels: Sequence[str] | None = None
+    text_pairs: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.texts)
+        for name, column in (("labels", self.labels), ("text_pairs", self.text_pairs)):
+            if column is not None and len(column) != n:
+                raise ValueError(f"TextDataset: {name} has {len(column)} rows but texts has {n}")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class FitContext:
+    """What the runner tells a model about where and how it is trained."""
+
+    seed: int = 42
+    work_dir: Path | None = None  # scratch space for checkpoints; the runner deletes it afterwards
+    device: str | None = None  # "cpu", "cuda", "cuda:1"...; None lets the model choose
+    show_progress: bool = True
+
+
+class TrainingArguments(BaseModel):
+    """Base for a model's typed ``training_arguments``; unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelInterface(ABC):
+    """A text classifier the lifecycle can train, score, save and load."""
+
+    #: The pydantic model that validates this class's ``training_arguments``.
+    training_arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments
+    #: Whether a ``hyperparameter_search`` block is understood by this class.
+    supports_hyperparameter_search: ClassVar[bool] = False
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.labels: list[str] = []
+
+    @property
+    def training_arguments(self) -> Any:
+        """The validated training arguments (an instance of ``training_arguments_class``)."""
+        return self.training_arguments_class.model_validate(self.config.training_arguments)
+
+    @abstractmethod
+    def fit(
+        self,
+        train: TextDataset,
+        val: TextDataset | None = None,
+        *,
+        labels: Sequence[str],
+        context: FitContext | None = None,
+    ) -> ModelInterface:
+        """Train on ``train`` (early-stopping on ``val`` where the model supports it); return self.
+
+        ``labels`` is the full, ordered label set: ``predict_proba`` columns follow it even if a
+        class is absent from ``train``.
+        """
+
+    @abstractmethod
+    def predict_proba(self, data: TextDataset) -> np.ndarray:
+        """Probabilities of shape (len(data), len(self.labels)), rows summing to 1."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write everything ``load`` needs into ``directory`` (which exists and is empty)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path, config: ModelConfig) -> ModelInterface:
+        """Rebuild a fitted model from what ``save`` wrote."""
+
+    def runtime_info(self) -> dict[str, Any]:
+        """Facts about how the model ran (device, precision...) for the run's manifest."""
+        return {}

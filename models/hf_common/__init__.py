@@ -1,0 +1,1 @@
+"""Pieces shared by the Hugging Face based models (imports torch lazily, inside functions)."""
