@@ -97,8 +97,8 @@ class ModelInterface(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, directory: Path, config: ModelConfig) -> ModelInterface:
-        """Rebuild a fitted model from what ``save`` wrote."""
+    def load(cls, directory: Path, config: ModelConfig, *, device: str | None = None) -> ModelInterface:
+        """Rebuild a fitted model from what ``save`` wrote (on ``device`` where that applies)."""
 
     def runtime_info(self) -> dict[str, Any]:
         """Facts about how the model ran (device, precision...) for the run's manifest."""

@@ -177,7 +177,7 @@ class TfidfLinearClassifier(ModelInterface):
         (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     @classmethod
-    def load(cls, directory: Path, config: ModelConfig) -> TfidfLinearClassifier:
+    def load(cls, directory: Path, config: ModelConfig, *, device: str | None = None) -> TfidfLinearClassifier:
         import skops.io as sio
 
         path = directory / WEIGHTS_FILE
