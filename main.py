@@ -1,2 +1,412 @@
-def run():
-    pass
+"""The `cli` command: the only layer that knows about terminals, exit codes and option parsing.
+
+Heavy libraries (pandas, scikit-learn, torch, transformers) are imported inside the commands, so
+`cli --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from mlops.app import Application
+
+app = typer.Typer(
+    name="cli",
+    help="Fine-tune text classifiers and measure, honestly, how good they are.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+logger = logging.getLogger("mlops")
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class BacktestingStrategyOption(str, Enum):
+    cv = "cv"
+    train_val = "train-val"
+
+
+class RunTypeOption(str, Enum):
+    backtesting = "backtesting"
+    performance_estimation = "performance_estimation"
+
+
+ArtifactsDir = Annotated[
+    Path,
+    typer.Option("--artifacts-dir", envvar="MLOPS_ARTIFACTS_DIR", file_okay=False,
+                 help="Root folder of experiments and runs (env: MLOPS_ARTIFACTS_DIR)."),
+]
+ExperimentId = Annotated[str, typer.Option("--experiment-id", help="A plain name for the experiment.")]
+ModelConfigName = Annotated[
+    str, typer.Option("--model-config-name", help="A config in model_configs/ (see list-models) or a .json path.")
+]
+Force = Annotated[bool, typer.Option("--force", help="Replace existing results instead of refusing or resuming.")]
+Format = Annotated[OutputFormat, typer.Option("--format", help="table for people; json (stdout) or csv for scripts.")]
+Device = Annotated[
+    Optional[str], typer.Option("--device", help="torch device for neural models, e.g. cpu or cuda:0 (default: auto).")
+]
+AllowExternal = Annotated[
+    bool,
+    typer.Option("--allow-external-models", envvar="MLOPS_ALLOW_EXTERNAL_MODELS",
+                 help="Allow model code outside the project's models package (only for code you trust)."),
+]
+Encoding = Annotated[str, typer.Option("--encoding", help="Text encoding of CSV input.")]
+DEFAULT_ARTIFACTS = Path("artifacts")
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs and tracebacks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
+) -> None:
+    """Configure logging once for every command."""
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = RichHandler(console=err, show_path=False, show_time=False, rich_tracebacks=verbose)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _State.verbose = verbose
+
+
+class _State:
+    verbose = False
+
+
+def handle_errors(command):
+    """Turn domain errors into one red line and an exit code; never a traceback for user mistakes."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from mlops.errors import MlopsError
+
+        try:
+            return command(*args, **kwargs)
+        except MlopsError as exc:
+            if _State.verbose:
+                err.print_exception()
+            err.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]Interrupted.[/] Completed folds are kept; rerun the same command to resume.")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _application(artifacts_dir: Path, device: str | None = None, allow_external: bool = False) -> Application:
+    from mlops.app import Application
+
+    return Application(artifacts_dir, device=device, allow_external_models=allow_external)
+
+
+def _emit(rows: list[dict[str, Any]], fmt: OutputFormat, title: str, columns: list[str] | None = None) -> None:
+    columns = columns or (list(rows[0]) if rows else [])
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return
+    if fmt is OutputFormat.csv:
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
+        return
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[_cell(row.get(c)) for c in columns])
+    out.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list):
+        return " ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in value)
+    return str(value)
+
+
+def _print_run(result) -> None:
+    summary = result.summary
+    rows = [{"metric": name, "mean": summary[name]["mean"], "std": summary[name]["std"],
+             "per_fold": summary[name]["per_fold"]}
+            for name in ("accuracy", "macro_f1", "weighted_precision", "weighted_recall", "weighted_f1", "log_loss")]
+    title = f"{result.run_type.value}: {result.config_name} on {result.experiment_id} ({summary['n_folds']} fold(s))"
+    _emit(rows, OutputFormat.table, title)
+    if result.resumed_folds:
+        out.print(f"Reused completed folds {[k + 1 for k in result.resumed_folds]} (pass --force to retrain them).")
+    out.print(f"Results in {result.directory}")
+
+
+# --- commands ------------------------------------------------------------------------------------
+@app.command("generate-splits")
+@handle_errors
+def generate_splits(
+    experiment_id: ExperimentId,
+    input_file: Annotated[Path, typer.Option("--input-file", help="Labelled CSV, TSV or Parquet file.")],
+    text_column: Annotated[str, typer.Option("--text-column")] = "text",
+    target_column: Annotated[str, typer.Option("--target-column")] = "label",
+    text_pair_column: Annotated[Optional[str], typer.Option("--text-pair-column", help="Second text of a pair.")] = None,
+    group_column: Annotated[Optional[str], typer.Option("--group-column", help="Rows sharing it stay together.")] = None,
+    test_size: Annotated[float, typer.Option("--test-size", help="Share of rows in the global hold-out.")] = 0.2,
+    backtesting_strategy: Annotated[BacktestingStrategyOption, typer.Option("--backtesting-strategy")] = BacktestingStrategyOption.cv,
+    cv_folds: Annotated[int, typer.Option("--cv-folds")] = 5,
+    backtesting_val_size: Annotated[float, typer.Option("--backtesting-val-size", help="Val share of each fold's training part.")] = 0.1,
+    backtesting_test_size: Annotated[float, typer.Option("--backtesting-test-size", help="Test share (train-val strategy).")] = 0.2,
+    perf_estimation_val_size: Annotated[float, typer.Option("--perf-estimation-val-size")] = 0.1,
+    final_model_val_size: Annotated[float, typer.Option("--final-model-val-size")] = 0.05,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    encoding: Encoding = "utf-8",
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on empty texts or labels instead of dropping them.")] = False,
+    force: Force = False,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
+) -> None:
+    """Hold out a stratified test set, then plan the backtesting folds (no duplicate or group leakage)."""
+    from mlops.experiment_service import Columns
+    from mlops.splitting import BacktestingStrategy, SplitParameters
+
+    params = SplitParameters(
+        test_size=test_size, backtesting_strategy=BacktestingStrategy(backtesting_strategy.value), cv_folds=cv_folds,
+        backtesting_val_size=backtesting_val_size, backtesting_test_size=backtesting_test_size,
+        perf_estimation_val_size=perf_estimation_val_size, final_model_val_size=final_model_val_size, seed=seed,
+    )
+    columns = Columns(text=text_column, target=target_column, text_pair=text_pair_column, group=group_column)
+    experiment = _application(artifacts_dir).generate_splits(
+        experiment_id, input_file, columns, params, encoding=encoding, strict=strict, force=force
+    )
+    info = experiment.info
+    sizes = info["split_sizes"]
+    out.print(f"Experiment [bold]{experiment_id}[/]: {info['rows_used']} rows, labels {info['labels']}, "
+              f"input sha256 {info['input_sha256'][:12]}")
+    if info["rows_dropped_empty"]:
+        out.print(f"Dropped {info['rows_dropped_empty']} rows with an empty text or label (--strict fails instead).")
+    out.print(f"Hold-out: {sizes['holdout_test']} rows; train-val: {sizes['train_val']} rows")
+    for k, fold in enumerate(sizes["backtesting"]):
+        out.print(f"  fold {k + 1}: train {fold['train']}, val {fold['val']}, test {fold['test']}")
+    out.print(f"Final model: train {sizes['final_model']['train']}, val {sizes['final_model']['val']}")
+    out.print(f"Saved to {experiment.directory}")
+
+
+@app.command("run-backtesting")
+@handle_errors
+def run_backtesting(
+    experiment_id: ExperimentId,
+    model_config_name: ModelConfigName,
+    force: Force = False,
+    device: Device = None,
+    allow_external_models: AllowExternal = False,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
+) -> None:
+    """Train a fresh model per fold (early-stopping on the fold's val), score its test; resumes by default."""
+    result = _application(artifacts_dir, device, allow_external_models).run_backtesting(
+        experiment_id, model_config_name, force=force)
+    _print_run(result)
+
+
+@app.command("estimate-performance")
+@handle_errors
+def estimate_performance(
+    experiment_id: ExperimentId,
+    model_config_name: ModelConfigName,
+    force: Force = False,
+    device: Device = None,
+    allow_external_models: AllowExternal = False,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
+) -> None:
+    """Train on the train-val set and score once on the untouched global hold-out."""
+    result = _application(artifacts_dir, device, allow_external_models).estimate_performance(
+        experiment_id, model_config_name, force=force)
+    _print_run(result)
+
+
+@app.command("train-final-model")
+@handle_errors
+def train_final_model(
+    experiment_id: ExperimentId,
+    model_config_name: ModelConfigName,
+    model_output_dir: Annotated[Optional[Path], typer.Option("--model-output-dir", file_okay=False,
+                                                             help="Where to write the model folder.")] = None,
+    force: Force = False,
+    device: Device = None,
+    allow_external_models: AllowExternal = False,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
+) -> None:
+    """Train on all the data (train/val per --final-model-val-size) and save a deployable model folder."""
+    result = _application(artifacts_dir, device, allow_external_models).train_final_model(
+        experiment_id, model_config_name, model_output_dir=model_output_dir, force=force)
+    if result.validation_metrics:
+        out.print(f"Validation (early-stopping split, optimistic): accuracy {result.validation_metrics['accuracy']:.4f}, "
+                  f"macro-F1 {result.validation_metrics['macro_f1']:.4f}")
+    out.print(f"Model saved to [bold]{result.model_dir}[/]")
+
+
+@app.command("predict-new")
+@handle_errors
+def predict_new(
+    model_path: Annotated[Path, typer.Option("--model-path", help="A folder written by train-final-model.")],
+    input_file: Annotated[Optional[Path], typer.Option("--input-file", help="CSV/Parquet to label.")] = None,
+    output_file: Annotated[Optional[Path], typer.Option("--output-file", help="Default: artifacts/predictions/<input>_predictions.csv")] = None,
+    text: Annotated[Optional[str], typer.Option("--text", help="Label one text and print the result.")] = None,
+    text_column: Annotated[str, typer.Option("--text-column")] = "text",
+    text_pair_column: Annotated[Optional[str], typer.Option("--text-pair-column")] = None,
+    chunk_rows: Annotated[int, typer.Option("--chunk-rows", min=1, help="Rows read and predicted at a time.")] = 4096,
+    encoding: Encoding = "utf-8",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
+    device: Device = None,
+    allow_external_models: AllowExternal = False,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
+) -> None:
+    """Label new data: the input's columns plus predicted_label and one proba_<label> column per class."""
+    from mlops.errors import DataError
+
+    application = _application(artifacts_dir, device, allow_external_models)
+    if (text is None) == (input_file is None):
+        raise DataError("pass exactly one of --input-file (a file to label) or --text (one text).")
+    if text is not None:
+        label, probabilities = application.predict_text(model_path, text)
+        out.print(f"[bold]{label}[/]  " + "  ".join(f"{k}={v:.4f}" for k, v in probabilities.items()))
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, transient=True) as progress:
+        task = progress.add_task("predict", total=None)
+        summary = application.predict_new(
+            model_path, input_file, output_file, text_column=text_column, text_pair_column=text_pair_column,
+            encoding=encoding, force=force, chunk_rows=chunk_rows,
+            on_start=lambda total: progress.update(task, total=total),
+            on_progress=lambda n: progress.advance(task, n),
+        )
+    out.print(f"Labelled {summary.rows} rows -> [bold]{summary.output_file}[/]  ({summary.label_counts})")
+
+
+@app.command("evaluate-prediction")
+@handle_errors
+def evaluate_prediction(
+    predictions_file: Annotated[Path, typer.Option("--predictions-file")],
+    ground_truth_file: Annotated[Path, typer.Option("--ground-truth-file")],
+    prediction_column: Annotated[str, typer.Option("--prediction-column")] = "predicted_label",
+    target_column: Annotated[str, typer.Option("--target-column")] = "label",
+    id_column: Annotated[Optional[str], typer.Option("--id-column", help="Match rows by this column, not by position.")] = None,
+    encoding: Encoding = "utf-8",
+    fmt: Format = OutputFormat.table,
+) -> None:
+    """Metrics of a predictions file against a labelled file."""
+    metrics = _application(DEFAULT_ARTIFACTS).evaluate_prediction(
+        predictions_file, ground_truth_file, prediction_column=prediction_column, target_column=target_column,
+        id_column=id_column, encoding=encoding)
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps(metrics, indent=2) + "\n")
+        return
+    rows = [{"metric": k, "value": metrics[k]} for k in
+            ("n", "accuracy", "macro_f1", "weighted_precision", "weighted_recall", "weighted_f1")]
+    _emit(rows, fmt, "prediction metrics")
+    if fmt is OutputFormat.table:
+        _print_confusion(metrics["confusion_matrix"])
+
+
+def _print_confusion(confusion: dict[str, Any]) -> None:
+    labels = confusion["labels"]
+    rows = [{"true \\ predicted": label, **{p: str(v) for p, v in zip(labels, row, strict=True)}}
+            for label, row in zip(labels, confusion["matrix"], strict=True)]
+    _emit(rows, OutputFormat.table, "confusion matrix")
+
+
+@app.command("list-models")
+@handle_errors
+def list_models(fmt: Format = OutputFormat.table, artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS) -> None:
+    """The model configs in model_configs/ (add a model by dropping a JSON file there)."""
+    _emit(_application(artifacts_dir).list_models(), fmt, "model configs",
+          ["name", "class", "model_name", "description"])
+
+
+@app.command("list-experiments")
+@handle_errors
+def list_experiments(fmt: Format = OutputFormat.table, artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS) -> None:
+    """Experiments, which stages each model has done, and its headline macro-F1."""
+    rows = _application(artifacts_dir).list_experiments()
+    if not rows and fmt is OutputFormat.table:
+        out.print(f"No experiments under {artifacts_dir}; create one with `cli generate-splits`.")
+        return
+    _emit(rows, fmt, "experiments", ["experiment_id", "rows", "labels", "model", "stages", "backtesting_macro_f1",
+                                     "holdout_macro_f1", "final_model"])
+
+
+@app.command("compare-models")
+@handle_errors
+def compare_models_command(
+    experiment_id: ExperimentId,
+    run_type: Annotated[RunTypeOption, typer.Option("--run-type")] = RunTypeOption.backtesting,
+    fmt: Format = OutputFormat.table,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
+) -> None:
+    """Models of an experiment ranked by mean macro-F1, with std and per-fold values."""
+    from mlops.experiment_service import RunType
+
+    rows = _application(artifacts_dir).compare_models(experiment_id, RunType(run_type.value))
+    _emit(rows, fmt, f"{run_type.value} on {experiment_id}",
+          ["rank", "model", "n_folds", "macro_f1_mean", "macro_f1_std", "accuracy_mean", "macro_f1_per_fold"])
+
+
+@app.command("quickstart")
+@handle_errors
+def quickstart(
+    experiment_id: Annotated[str, typer.Option("--experiment-id")] = "quickstart",
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="Model configs to compare (repeatable).")] = None,
+    cv_folds: Annotated[int, typer.Option("--cv-folds")] = 3,
+    force: Force = False,
+    device: Device = None,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
+) -> None:
+    """The whole lifecycle on the bundled MR movie-review sample, offline, in a few minutes."""
+    from mlops.app import QUICKSTART_MODELS
+
+    application = _application(artifacts_dir, device)
+    models = model or [m for m in QUICKSTART_MODELS if m in application.catalog.names()]
+    result = application.quickstart(experiment_id, models, cv_folds=cv_folds, force=force)
+    _emit(result.backtesting, OutputFormat.table, f"backtesting ({cv_folds}-fold) on {experiment_id}",
+          ["rank", "model", "macro_f1_mean", "macro_f1_std", "accuracy_mean", "macro_f1_per_fold"])
+    _emit([{"model": name, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n": m["n"]}
+           for name, m in result.estimates.items()], OutputFormat.table, "hold-out estimate (train-val -> hold-out)")
+    for note in result.notes:
+        out.print(note)
+    out.print(f"Final model: [bold]{result.final_model.model_dir}[/]")
+    out.print(f"Predictions for {result.predictions.rows} unseen reviews: {result.predictions.output_file}")
+    if result.new_data_metrics:
+        out.print(f"Accuracy on those unseen reviews: {result.new_data_metrics['accuracy']:.4f} "
+                  f"(macro-F1 {result.new_data_metrics['macro_f1']:.4f})")
+
+
+def run() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    run()

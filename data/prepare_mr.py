@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 POSITIVE_MAX_ID = 5152
 SAMPLE_SIZE = 3000
+NEW_SIZE = 300
 SAMPLE_SEED = 13
 HERE = Path(__file__).resolve().parent
 
@@ -39,29 +40,39 @@ def read_mr_rows(sdist: Path) -> list[tuple[str, str]]:
     return rows
 
 
-def write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
+def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
+        writer.writerow(header)
         writer.writerows(rows)
 
 
 def main() -> None:
-    import numpy as np
-
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+            [shutil.which("pip") or "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
              "vaderSentiment==3.3.2", "-d", tmp],
             check=True,
         )
         rows = read_mr_rows(next(Path(tmp).glob("vaderSentiment-*.tar.gz")))
     write_csv(HERE / "mr" / "mr_full.csv", rows)
+    write_derived_files(rows)
+    print(f"wrote {len(rows)} rows, a {SAMPLE_SIZE}-row sample and {NEW_SIZE} unseen rows")
+
+
+def write_derived_files(rows: list[tuple[str, str]]) -> None:
+    """The training sample, and rows outside it that play 'new data' (texts, and their labels apart)."""
+    import numpy as np
+
     rng = np.random.default_rng(SAMPLE_SEED)
-    picked = sorted(rng.choice(len(rows), size=SAMPLE_SIZE, replace=False))
+    order = rng.permutation(len(rows))
+    picked = sorted(order[:SAMPLE_SIZE])
+    unseen = sorted(order[SAMPLE_SIZE:SAMPLE_SIZE + NEW_SIZE])
     write_csv(HERE / "sample" / "mr_sample.csv", [rows[i] for i in picked])
-    print(f"wrote {len(rows)} rows and a {SAMPLE_SIZE}-row sample")
+    write_csv(HERE / "sample" / "new_reviews.csv", [(f"r{i}", rows[i][0]) for i in unseen], header=("id", "text"))
+    write_csv(HERE / "sample" / "new_reviews_labels.csv", [(f"r{i}", rows[i][1]) for i in unseen],
+              header=("id", "label"))
 
 
 if __name__ == "__main__":

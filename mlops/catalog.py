@@ -1,0 +1,58 @@
+"""The model configs a user can name: JSON files in a config folder (``model_configs/`` by default)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops.config import ModelConfig, load_model_config_file, resolve_model_class, validate_training_arguments
+from mlops.errors import ConfigError
+from mlops.provenance import PROJECT_ROOT
+
+DEFAULT_CONFIG_DIR = PROJECT_ROOT / "model_configs"
+
+
+@dataclass
+class ConfigEntry:
+    name: str
+    path: Path
+    config: ModelConfig
+
+
+class ModelCatalog:
+    def __init__(self, config_dir: Path = DEFAULT_CONFIG_DIR, *, allow_external: bool = False) -> None:
+        self.config_dir = Path(config_dir)
+        self.allow_external = allow_external
+
+    def names(self) -> list[str]:
+        if not self.config_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.config_dir.glob("*.json"))
+
+    def path_of(self, name_or_path: str) -> Path:
+        candidate = Path(name_or_path)
+        if candidate.suffix == ".json" and candidate.is_file():
+            return candidate
+        path = self.config_dir / f"{name_or_path}.json"
+        if "/" in name_or_path or "\\" in name_or_path or not path.is_file():
+            raise ConfigError(
+                f"unknown model config {name_or_path!r} in {self.config_dir} (known: {', '.join(self.names()) or 'none'}). "
+                "Pass one of those names to --model-config-name, or a path to a .json config file."
+            )
+        return path
+
+    def entry(self, name_or_path: str) -> ConfigEntry:
+        path = self.path_of(name_or_path)
+        return ConfigEntry(name=path.stem, path=path, config=load_model_config_file(path))
+
+    def resolve(self, name_or_path: str):
+        """Load, validate and import a config's model class: returns a runner.NamedConfig."""
+        from mlops.runner import NamedConfig
+
+        entry = self.entry(name_or_path)
+        model_class = resolve_model_class(entry.config, allow_external=self.allow_external, source=str(entry.path))
+        validate_training_arguments(entry.config, model_class, source=str(entry.path))
+        return NamedConfig(name=entry.name, config=entry.config, model_class=model_class, source=str(entry.path))
+
+    def entries(self) -> list[ConfigEntry]:
+        return [self.entry(name) for name in self.names()]

@@ -1,0 +1,307 @@
+"""Experiments on disk: where things live, creating the split plan, and the data of each run type."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlops.dataset import LabelledData, file_sha256, load_labelled_data
+from mlops.errors import ExperimentError
+from mlops.model_interface import TextDataset
+from mlops.provenance import environment_manifest
+from mlops.splitting import Fold, SplitParameters, SplitPlan, build_split_plan, leakage_groups
+
+logger = logging.getLogger(__name__)
+
+EXPERIMENT_FILE = "experiment.json"
+SPLITS_FILE = "splits.npz"
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class RunType(str, Enum):
+    backtesting = "backtesting"
+    performance_estimation = "performance_estimation"
+    final_model = "final_model"
+
+
+def check_plain_name(value: str, what: str) -> str:
+    if not _PLAIN_NAME.match(value or "") or ".." in value:
+        raise ExperimentError(
+            f"{what} {value!r} is not a plain name: use letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit, without path separators or '..'."
+        )
+    return value
+
+
+@contextmanager
+def staged_directory(final: Path, *, replace: bool = False) -> Iterator[Path]:
+    """Yield a scratch folder next to ``final``; on success it atomically becomes ``final``.
+
+    On failure the scratch folder is removed, so no half-written artifact is left behind. With
+    ``replace`` an existing ``final`` is swapped out only after the new content is complete.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+    scratch.mkdir()
+    try:
+        yield scratch
+        if final.exists():
+            if not replace:
+                raise ExperimentError(f"{final} appeared while writing; not overwriting it.")
+            trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(final, trash)
+            os.replace(scratch, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(scratch, final)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON via a temporary file and a rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ExperimentError(f"{path} is missing.") from None
+    except json.JSONDecodeError as exc:
+        raise ExperimentError(f"{path} is corrupt (line {exc.lineno}, column {exc.colno}); regenerate it.") from None
+
+
+@dataclass(frozen=True)
+class Columns:
+    text: str = "text"
+    target: str = "label"
+    text_pair: str | None = None
+    group: str | None = None
+
+
+@dataclass
+class Experiment:
+    """A loaded experiment: its recorded description and its split plan, in original row numbers."""
+
+    experiment_id: str
+    directory: Path
+    info: dict[str, Any]
+    plan: SplitPlan
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.info["labels"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.info["split_parameters"]["seed"])
+
+
+class ExperimentService:
+    """Knows the artifacts layout and turns an experiment's splits into datasets."""
+
+    def __init__(self, artifacts_dir: Path) -> None:
+        self.artifacts_dir = Path(artifacts_dir)
+
+    # --- paths ---------------------------------------------------------------------------------
+    @property
+    def experiments_dir(self) -> Path:
+        return self.artifacts_dir / "experiments"
+
+    def experiment_dir(self, experiment_id: str) -> Path:
+        return self.experiments_dir / check_plain_name(experiment_id, "experiment id")
+
+    def run_dir(self, experiment_id: str, model_config_name: str, run_type: RunType) -> Path:
+        return self.experiment_dir(experiment_id) / "runs" / model_config_name / run_type.value
+
+    def experiment_ids(self) -> list[str]:
+        if not self.experiments_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.experiments_dir.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and (p / EXPERIMENT_FILE).is_file())
+
+    # --- creation ------------------------------------------------------------------------------
+    def create_experiment(
+        self,
+        experiment_id: str,
+        input_file: Path,
+        columns: Columns,
+        params: SplitParameters,
+        *,
+        encoding: str = "utf-8",
+        strict: bool = False,
+        force: bool = False,
+    ) -> Experiment:
+        directory = self.experiment_dir(experiment_id)
+        if directory.exists() and not force:
+            raise ExperimentError(
+                f"experiment {experiment_id!r} already exists at {directory}; choose another --experiment-id "
+                "or pass --force to replace it (its runs are deleted)."
+            )
+        params.validate()
+        input_file = Path(input_file).resolve()
+        data = load_labelled_data(
+            input_file, text_column=columns.text, target_column=columns.target,
+            text_pair_column=columns.text_pair, group_column=columns.group, encoding=encoding, strict=strict,
+        )
+        frame = data.frame
+        groups = leakage_groups(
+            frame["text"].tolist(),
+            frame["text_pair"].tolist() if columns.text_pair else None,
+            frame["group"].tolist() if columns.group else None,
+        )
+        n_duplicate_rows = len(groups) - len(np.unique(groups))
+        if n_duplicate_rows:
+            logger.info("%d rows share a normalised text or group with another row; each such group stays on "
+                        "one side of every split", n_duplicate_rows)
+        plan = build_split_plan(frame["label"].to_numpy(), groups, params)
+        row_ids = data.row_ids
+        info = {
+            "experiment_id": experiment_id,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "input_file": str(input_file),
+            "input_sha256": file_sha256(input_file),
+            "encoding": encoding,
+            "strict": strict,
+            "columns": columns.__dict__,
+            "labels": data.labels,
+            "class_counts": frame["label"].value_counts().sort_index().to_dict(),
+            "rows_used": len(frame),
+            "rows_dropped_empty": data.dropped_empty,
+            "rows_in_duplicate_or_group_clusters": int(n_duplicate_rows),
+            "split_parameters": params.to_dict(),
+            "split_sizes": _split_sizes(plan),
+            "environment": environment_manifest(),
+        }
+        with staged_directory(directory, replace=force) as scratch:
+            np.savez_compressed(scratch / SPLITS_FILE, **_plan_arrays(plan, row_ids))
+            write_json(scratch / EXPERIMENT_FILE, info)
+        logger.info("experiment %s written to %s", experiment_id, directory)
+        return Experiment(experiment_id, directory, info, _plan_from_arrays(_plan_arrays(plan, row_ids)))
+
+    # --- loading -------------------------------------------------------------------------------
+    def load_experiment(self, experiment_id: str) -> Experiment:
+        directory = self.experiment_dir(experiment_id)
+        if not (directory / EXPERIMENT_FILE).is_file():
+            known = self.experiment_ids()
+            raise ExperimentError(
+                f"unknown experiment {experiment_id!r} under {self.experiments_dir} (known: {', '.join(known) or 'none'}). "
+                "Create it with `cli generate-splits`, or point --artifacts-dir at the right folder."
+            )
+        info = read_json(directory / EXPERIMENT_FILE)
+        try:
+            with np.load(directory / SPLITS_FILE, allow_pickle=False) as arrays:
+                stored = {key: arrays[key] for key in arrays.files}
+        except (OSError, ValueError) as exc:
+            raise ExperimentError(f"{directory / SPLITS_FILE} is missing or corrupt ({exc}); rerun generate-splits --force.") from None
+        return Experiment(experiment_id, directory, info, _plan_from_arrays(stored))
+
+    def load_data(self, experiment: Experiment) -> LabelledData:
+        """Re-read the experiment's input and check it is byte-for-byte the file the splits were made from."""
+        info = experiment.info
+        path = Path(info["input_file"])
+        if not path.is_file():
+            raise ExperimentError(
+                f"the input of experiment {experiment.experiment_id!r}, {path}, is gone; restore it there or "
+                "regenerate the splits with --force."
+            )
+        digest = file_sha256(path)
+        if digest != info["input_sha256"]:
+            raise ExperimentError(
+                f"{path} changed since experiment {experiment.experiment_id!r} was created (sha256 {digest[:12]} "
+                f"!= recorded {info['input_sha256'][:12]}); its splits no longer describe the data. Regenerate "
+                "them with `generate-splits --force`, or restore the original file."
+            )
+        columns = Columns(**info["columns"])
+        data = load_labelled_data(
+            path, text_column=columns.text, target_column=columns.target, text_pair_column=columns.text_pair,
+            group_column=columns.group, encoding=info["encoding"], strict=info.get("strict", False),
+        )
+        if len(data.frame) != info["rows_used"]:
+            raise ExperimentError(f"{path} now yields {len(data.frame)} usable rows, not {info['rows_used']}.")
+        return data
+
+    def folds(self, experiment: Experiment, run_type: RunType) -> list[Fold]:
+        plan = experiment.plan
+        if run_type is RunType.backtesting:
+            return plan.backtesting
+        if run_type is RunType.performance_estimation:
+            return [plan.performance_estimation]
+        return [plan.final_model]
+
+
+def dataset_at(data: LabelledData, row_ids: np.ndarray, *, with_labels: bool = True) -> TextDataset:
+    """The rows of ``data`` with the given original row numbers, as a TextDataset."""
+    frame = data.frame.loc[row_ids]
+    return TextDataset(
+        texts=frame["text"].tolist(),
+        labels=frame["label"].tolist() if with_labels else None,
+        text_pairs=frame["text_pair"].tolist() if "text_pair" in frame else None,
+    )
+
+
+def _split_sizes(plan: SplitPlan) -> dict[str, Any]:
+    return {
+        "holdout_test": len(plan.holdout_test),
+        "train_val": len(plan.train_val),
+        "backtesting": [{"train": len(f.train), "val": len(f.val), "test": len(f.test)} for f in plan.backtesting],
+        "performance_estimation": {"train": len(plan.performance_estimation.train),
+                                   "val": len(plan.performance_estimation.val),
+                                   "test": len(plan.performance_estimation.test)},
+        "final_model": {"train": len(plan.final_model.train), "val": len(plan.final_model.val)},
+    }
+
+
+def _plan_arrays(plan: SplitPlan, row_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Split positions converted to original row numbers (0 = first data row of the input file)."""
+    arrays = {"holdout_test": row_ids[plan.holdout_test], "train_val": row_ids[plan.train_val]}
+    for k, fold in enumerate(plan.backtesting):
+        for part in ("train", "val", "test"):
+            arrays[f"backtesting_{k}_{part}"] = row_ids[getattr(fold, part)]
+    for part in ("train", "val"):
+        arrays[f"performance_estimation_{part}"] = row_ids[getattr(plan.performance_estimation, part)]
+        arrays[f"final_model_{part}"] = row_ids[getattr(plan.final_model, part)]
+    return {key: value.astype(np.int64) for key, value in arrays.items()}
+
+
+def _plan_from_arrays(arrays: dict[str, np.ndarray]) -> SplitPlan:
+    n_folds = len([k for k in arrays if k.startswith("backtesting_") and k.endswith("_test")])
+    folds = [Fold(arrays[f"backtesting_{k}_train"], arrays[f"backtesting_{k}_val"], arrays[f"backtesting_{k}_test"])
+             for k in range(n_folds)]
+    return SplitPlan(
+        holdout_test=arrays["holdout_test"],
+        train_val=arrays["train_val"],
+        backtesting=folds,
+        performance_estimation=Fold(arrays["performance_estimation_train"], arrays["performance_estimation_val"],
+                                    arrays["holdout_test"]),
+        final_model=Fold(arrays["final_model_train"], arrays["final_model_val"]),
+    )

@@ -1,0 +1,211 @@
+"""Loading a saved model folder and labelling new data with it, in chunks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlops.config import ModelConfig, resolve_model_class
+from mlops.dataset import iter_table_chunks, require_columns, table_columns
+from mlops.errors import ExperimentError, MlopsError, ModelError
+from mlops.experiment_service import read_json
+from mlops.model_interface import ModelInterface, TextDataset
+from mlops.pipeline import PREDICTED_COLUMN, check_probabilities, proba_column
+from mlops.runner import MODEL_FILE, MODEL_FORMAT_VERSION
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_ROWS = 4096
+
+
+@dataclass
+class LoadedModel:
+    model: ModelInterface
+    info: dict[str, Any]
+    directory: Path
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.info["labels"])
+
+    @property
+    def needs_text_pair(self) -> bool:
+        return bool(self.info.get("text_pair"))
+
+    def predict_proba(self, data: TextDataset) -> np.ndarray:
+        try:
+            proba = self.model.predict_proba(data)
+        except MlopsError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"prediction with {self.directory} failed: {type(exc).__name__}: {exc}") from exc
+        return check_probabilities(proba, len(data), self.labels, type(self.model).__name__)
+
+
+def load_model_folder(path: Path, *, device: str | None = None, allow_external: bool = False) -> LoadedModel:
+    """Load a folder written by train-final-model, importing model code only from trusted modules."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ExperimentError(f"model folder {path} does not exist; pass a folder written by `cli train-final-model`.")
+    if not (path / MODEL_FILE).is_file():
+        raise ExperimentError(
+            f"{path} is not a model folder: it has no {MODEL_FILE}. Pass a folder written by `cli train-final-model` "
+            "(by default artifacts/experiments/<id>/runs/<config>/final_model)."
+        )
+    info = read_json(path / MODEL_FILE)
+    if info.get("format_version") != MODEL_FORMAT_VERSION:
+        raise ExperimentError(f"{path / MODEL_FILE} has format_version {info.get('format_version')!r}; "
+                              f"this version of the tool reads {MODEL_FORMAT_VERSION}.")
+    config = ModelConfig.model_validate(info["model_config"])
+    model_class = resolve_model_class(config, allow_external=allow_external, source=str(path / MODEL_FILE))
+    try:
+        model = model_class.load(path, config, device=device)
+    except MlopsError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"cannot load the model in {path}: {type(exc).__name__}: {exc}") from exc
+    if list(model.labels) != list(info["labels"]):
+        raise ModelError(f"{path}: the model's labels {model.labels} differ from {MODEL_FILE}'s {info['labels']}.")
+    return LoadedModel(model=model, info=info, directory=path)
+
+
+def predict_texts(loaded: LoadedModel, texts: Sequence[str], text_pairs: Sequence[str] | None = None):
+    """(label, {label: probability}) for each text."""
+    proba = loaded.predict_proba(TextDataset(texts=list(texts), text_pairs=list(text_pairs) if text_pairs else None))
+    labels = loaded.labels
+    return [(labels[int(row.argmax())], dict(zip(labels, map(float, row), strict=True))) for row in proba]
+
+
+def estimate_data_rows(path: Path) -> int | None:
+    """A cheap upper estimate of the data rows (newlines minus the header) for the progress bar."""
+    from mlops.dataset import count_rows
+
+    exact = count_rows(path)
+    if exact is not None:
+        return exact
+    lines = 0
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 22):
+            lines += block.count(b"\n")
+    return max(lines - 1, 0)
+
+
+@dataclass
+class PredictionSummary:
+    output_file: Path
+    rows: int
+    label_counts: dict[str, int]
+    empty_texts: int
+
+
+def predict_file(
+    loaded: LoadedModel,
+    input_file: Path,
+    output_file: Path,
+    *,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    encoding: str = "utf-8",
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    force: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+) -> PredictionSummary:
+    """Stream ``input_file`` through the model; the output appears only once it is complete."""
+    input_file, output_file = Path(input_file), Path(output_file)
+    if output_file.exists() and not force:
+        raise ExperimentError(f"{output_file} already exists; pass --force to overwrite it or choose --output-file.")
+    if output_file.resolve() == input_file.resolve():
+        raise ExperimentError("--output-file must differ from --input-file; the input would be overwritten.")
+    columns = table_columns(input_file, encoding)
+    if loaded.needs_text_pair and text_pair_column is None:
+        raise ExperimentError(f"{loaded.directory} was trained on sentence pairs; pass --text-pair-column.")
+    require_columns(columns, {"--text-column": text_column, "--text-pair-column": text_pair_column}, input_file)
+    labels = loaded.labels
+    output_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = output_file.with_name(f".{output_file.name}.partial-{uuid.uuid4().hex[:8]}")
+    counts = dict.fromkeys(labels, 0)
+    rows = empty = 0
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as handle:
+            for chunk in iter_table_chunks(input_file, chunk_rows, encoding):
+                texts = chunk[text_column].fillna("").astype(str)
+                empty += int((texts.str.strip() == "").sum())
+                pairs = chunk[text_pair_column].fillna("").astype(str).tolist() if text_pair_column else None
+                proba = loaded.predict_proba(TextDataset(texts=texts.tolist(), text_pairs=pairs))
+                predicted = np.asarray(labels, dtype=object)[proba.argmax(axis=1)]
+                chunk = chunk.copy()
+                chunk[PREDICTED_COLUMN] = predicted
+                for j, label in enumerate(labels):
+                    chunk[proba_column(label)] = proba[:, j]
+                chunk.to_csv(handle, header=rows == 0, index=False)
+                for label, n in zip(*np.unique(predicted, return_counts=True), strict=True):
+                    counts[str(label)] += int(n)
+                rows += len(chunk)
+                if on_progress:
+                    on_progress(len(chunk))
+        if rows == 0:
+            raise ExperimentError(f"{input_file} has no data rows to predict.")
+        os.replace(partial, output_file)
+    finally:
+        partial.unlink(missing_ok=True)
+    if empty:
+        logger.warning("%d rows had an empty text; they were still labelled (from the model's prior)", empty)
+    return PredictionSummary(output_file=output_file, rows=rows, label_counts=counts, empty_texts=empty)
+
+
+def evaluate_predictions(
+    predictions_file: Path,
+    ground_truth_file: Path,
+    *,
+    prediction_column: str = PREDICTED_COLUMN,
+    target_column: str = "label",
+    id_column: str | None = None,
+    encoding: str = "utf-8",
+) -> dict[str, Any]:
+    """Metrics of a predictions file against labelled ground truth, matched by row order or an id column."""
+    import pandas as pd
+
+    from mlops.dataset import read_table
+    from mlops.pipeline import compute_metrics
+
+    predictions = read_table(predictions_file, encoding)
+    truth = read_table(ground_truth_file, encoding)
+    require_columns(list(predictions.columns), {"--prediction-column": prediction_column, "--id-column": id_column},
+                    predictions_file)
+    require_columns(list(truth.columns), {"--target-column": target_column, "--id-column": id_column},
+                    ground_truth_file)
+    if id_column:
+        merged = truth[[id_column, target_column]].merge(
+            predictions.drop(columns=[target_column], errors="ignore"), on=id_column, how="inner", validate="1:1"
+        )
+        if len(merged) != len(truth):
+            raise ExperimentError(f"{len(truth) - len(merged)} ground-truth ids have no prediction in {predictions_file}.")
+    else:
+        if len(predictions) != len(truth):
+            raise ExperimentError(
+                f"{predictions_file} has {len(predictions)} rows but {ground_truth_file} has {len(truth)}; rows are "
+                "matched by position, so pass --id-column to match them by an id instead."
+            )
+        merged = pd.DataFrame({target_column: truth[target_column].to_numpy(),
+                               prediction_column: predictions[prediction_column].to_numpy()})
+        for column in predictions.columns:
+            if column.startswith("proba_"):
+                merged[column] = predictions[column].to_numpy()
+    y_true = merged[target_column].astype(str).to_numpy()
+    y_pred = merged[prediction_column].astype(str).to_numpy()
+    labels = sorted(set(y_true) | set(y_pred))
+    proba_columns = [proba_column(label) for label in labels]
+    if all(c in merged.columns for c in proba_columns):
+        proba = merged[proba_columns].astype(float).to_numpy()
+    else:  # no probabilities: score the hard labels (log-loss then reflects one-hot predictions)
+        proba = (y_pred[:, None] == np.asarray(labels, dtype=object)[None, :]).astype(float)
+    metrics = compute_metrics(y_true, proba, labels)
+    metrics["labels"] = labels
+    return metrics

@@ -1,0 +1,268 @@
+"""ExperimentRunner: backtesting, the hold-out estimate and the final model, with resumable folds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlops.config import ModelConfig, resolve_model_class, validate_training_arguments
+from mlops.errors import ExperimentError, MlopsError
+from mlops.experiment_service import (Experiment, ExperimentService, RunType, dataset_at, read_json,
+                                      staged_directory, write_json)
+from mlops.model_interface import FitContext, ModelInterface
+from mlops.pipeline import compute_metrics, fit_and_predict, predictions_frame, summarise_folds
+from mlops.provenance import environment_manifest
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "mlops_model.json"
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
+SUMMARY_FILE = "summary.json"
+RUN_FILE = "run.json"
+FINAL_RECORD_FILE = "final_model.json"
+MODEL_FORMAT_VERSION = 1
+
+
+def config_fingerprint(config: ModelConfig) -> str:
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class NamedConfig:
+    """A validated model config with the name its runs are filed under."""
+
+    name: str
+    config: ModelConfig
+    model_class: type[ModelInterface]
+    source: str
+
+
+@dataclass
+class RunResult:
+    experiment_id: str
+    config_name: str
+    run_type: RunType
+    directory: Path
+    fold_metrics: list[dict[str, Any]]
+    summary: dict[str, Any]
+    resumed_folds: list[int] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FinalModelResult:
+    experiment_id: str
+    config_name: str
+    model_dir: Path
+    validation_metrics: dict[str, Any] | None
+    timings: dict[str, float]
+
+
+class ExperimentRunner:
+    """Trains a fresh model per fold from a config and writes predictions, metrics and manifests."""
+
+    def __init__(self, service: ExperimentService, *, device: str | None = None, show_progress: bool = True) -> None:
+        self.service = service
+        self.device = device
+        self.show_progress = show_progress
+
+    # --- shared pieces ---------------------------------------------------------------------------
+    def _identity(self, experiment: Experiment, named: NamedConfig, run_type: RunType, fold: int) -> dict[str, Any]:
+        return {
+            "experiment_id": experiment.experiment_id,
+            "input_sha256": experiment.info["input_sha256"],
+            "split_parameters": experiment.info["split_parameters"],
+            "config_name": named.name,
+            "config_sha256": config_fingerprint(named.config),
+            "run_type": run_type.value,
+            "fold": fold,
+            "seed": experiment.seed,
+        }
+
+    def _context(self, seed: int, work_dir: Path) -> FitContext:
+        return FitContext(seed=seed, work_dir=work_dir, device=self.device, show_progress=self.show_progress)
+
+    def _completed_fold(self, fold_dir: Path, identity: dict[str, Any], force: bool) -> dict[str, Any] | None:
+        """The stored result of a finished fold with the same identity, or None if it must be (re)run."""
+        record_path = fold_dir / METRICS_FILE
+        if not record_path.is_file():
+            return None
+        record = read_json(record_path)
+        if force:
+            return None
+        if record.get("identity") != identity:
+            changed = sorted(k for k in identity if record.get("identity", {}).get(k) != identity[k])
+            raise ExperimentError(
+                f"{fold_dir} was produced with different settings ({', '.join(changed)} changed); mixing them "
+                "would make the summary meaningless. Rerun with --force to retrain every fold."
+            )
+        return record
+
+    def _run_folds(self, experiment: Experiment, named: NamedConfig, run_type: RunType, force: bool) -> RunResult:
+        started = time.perf_counter()
+        folds = self.service.folds(experiment, run_type)
+        labels = experiment.labels
+        run_dir = self.service.run_dir(experiment.experiment_id, named.name, run_type)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        data = None
+        load_s = 0.0
+        fold_metrics: list[dict[str, Any]] = []
+        resumed: list[int] = []
+        stage_totals: dict[str, float] = {}
+        for k, fold in enumerate(folds):
+            fold_dir = run_dir / f"fold_{k}" if run_type is RunType.backtesting else run_dir
+            identity = self._identity(experiment, named, run_type, k)
+            done = self._completed_fold(fold_dir, identity, force)
+            if done is not None:
+                logger.info("%s fold %d/%d already complete (macro-F1 %.4f); reusing it (--force retrains)",
+                            run_type.value, k + 1, len(folds), done["metrics"]["macro_f1"])
+                fold_metrics.append(done["metrics"])
+                resumed.append(k)
+                continue
+            if data is None:
+                t0 = time.perf_counter()
+                data = self.service.load_data(experiment)
+                load_s = time.perf_counter() - t0
+            train, val = dataset_at(data, fold.train), dataset_at(data, fold.val)
+            test = dataset_at(data, fold.test)
+            logger.info("%s fold %d/%d: training %s on %d rows (val %d), scoring %d rows",
+                        run_type.value, k + 1, len(folds), named.name, len(train), len(val), len(test))
+            work_dir = run_dir / f".work-{uuid.uuid4().hex[:8]}"
+            work_dir.mkdir()
+            try:
+                outcome = fit_and_predict(named.model_class, named.config, train, val, test, labels,
+                                          self._context(experiment.seed, work_dir))
+            except MlopsError as exc:
+                raise type(exc)(f"{run_type.value} fold {k + 1}/{len(folds)} of {named.name} failed: {exc}") from exc
+            finally:
+                shutil.rmtree(work_dir, ignore_errors=True)
+            t0 = time.perf_counter()
+            metrics = compute_metrics(test.labels, outcome.proba, labels)
+            record = {
+                "identity": identity,
+                "metrics": metrics,
+                "timings": {**outcome.timings},
+                "runtime": outcome.model.runtime_info(),
+                "rows": {"train": len(train), "val": len(val), "test": len(test)},
+                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            frame = predictions_frame(fold.test, test, outcome.proba, labels)
+            self._write_fold(fold_dir, frame, record)
+            record["timings"]["write_s"] = time.perf_counter() - t0
+            for key, value in record["timings"].items():
+                stage_totals[key] = stage_totals.get(key, 0.0) + value
+            fold_metrics.append(metrics)
+            logger.info("%s fold %d/%d: accuracy %.4f, macro-F1 %.4f (train %.1fs)", run_type.value, k + 1,
+                        len(folds), metrics["accuracy"], metrics["macro_f1"], outcome.timings.get("train_s", 0.0))
+        summary = summarise_folds(fold_metrics)
+        timings = {"load_s": load_s, **stage_totals, "total_s": time.perf_counter() - started}
+        run_record = {
+            "experiment_id": experiment.experiment_id,
+            "config_name": named.name,
+            "config_source": named.source,
+            "config": named.config.model_dump(mode="json"),
+            "config_sha256": config_fingerprint(named.config),
+            "run_type": run_type.value,
+            "seed": experiment.seed,
+            "input_sha256": experiment.info["input_sha256"],
+            "labels": labels,
+            "resumed_folds": resumed,
+            "timings_this_invocation": timings,
+            "environment": environment_manifest(),
+        }
+        write_json(run_dir / RUN_FILE, run_record)
+        write_json(run_dir / SUMMARY_FILE, summary)
+        return RunResult(experiment.experiment_id, named.name, run_type, run_dir, fold_metrics, summary, resumed, timings)
+
+    @staticmethod
+    def _write_fold(fold_dir: Path, frame, record: dict[str, Any]) -> None:
+        """Both files appear at once: a fold counts as complete only once its folder holds metrics.json."""
+        with staged_directory(fold_dir, replace=True) as scratch:
+            frame.to_csv(scratch / PREDICTIONS_FILE, index=False)
+            write_json(scratch / METRICS_FILE, record)
+
+    # --- the three run types -----------------------------------------------------------------------
+    def run_backtesting(self, experiment_id: str, named: NamedConfig, *, force: bool = False) -> RunResult:
+        experiment = self.service.load_experiment(experiment_id)
+        return self._run_folds(experiment, named, RunType.backtesting, force)
+
+    def estimate_performance(self, experiment_id: str, named: NamedConfig, *, force: bool = False) -> RunResult:
+        experiment = self.service.load_experiment(experiment_id)
+        return self._run_folds(experiment, named, RunType.performance_estimation, force)
+
+    def train_final_model(
+        self, experiment_id: str, named: NamedConfig, *, model_output_dir: Path | None = None, force: bool = False
+    ) -> FinalModelResult:
+        experiment = self.service.load_experiment(experiment_id)
+        run_dir = self.service.run_dir(experiment_id, named.name, RunType.final_model)
+        model_dir = Path(model_output_dir) if model_output_dir else run_dir
+        if model_dir.exists() and any(model_dir.iterdir()) and not force:
+            raise ExperimentError(
+                f"{model_dir} already exists and is not empty; pass --force to replace it, or choose another "
+                "--model-output-dir."
+            )
+        started = time.perf_counter()
+        data = self.service.load_data(experiment)
+        load_s = time.perf_counter() - started
+        fold = experiment.plan.final_model
+        train, val = dataset_at(data, fold.train), dataset_at(data, fold.val)
+        labels = experiment.labels
+        logger.info("final model %s: training on %d rows, validating on %d", named.name, len(train), len(val))
+        model_dir.parent.mkdir(parents=True, exist_ok=True)
+        with staged_directory(model_dir, replace=True) as scratch:
+            work_dir = scratch.parent / f".work-{uuid.uuid4().hex[:8]}"
+            work_dir.mkdir()
+            try:
+                outcome = fit_and_predict(named.model_class, named.config, train, val, val, labels,
+                                          self._context(experiment.seed, work_dir))
+            finally:
+                shutil.rmtree(work_dir, ignore_errors=True)
+            val_metrics = compute_metrics(val.labels, outcome.proba, labels) if outcome.proba is not None else None
+            t0 = time.perf_counter()
+            outcome.model.save(scratch)
+            write_json(scratch / MODEL_FILE, {
+                "format_version": MODEL_FORMAT_VERSION,
+                "module_path": named.config.module_path,
+                "class_name": named.config.class_name,
+                "labels": labels,
+                "text_pair": experiment.info["columns"].get("text_pair") is not None,
+                "config_name": named.name,
+                "model_config": named.config.model_dump(mode="json"),
+            })
+            timings = {"load_s": load_s, **outcome.timings, "save_s": time.perf_counter() - t0}
+            write_json(scratch / MANIFEST_FILE, {
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "experiment_id": experiment_id,
+                "config_name": named.name,
+                "config_source": named.source,
+                "config_sha256": config_fingerprint(named.config),
+                "seed": experiment.seed,
+                "input_file": experiment.info["input_file"],
+                "input_sha256": experiment.info["input_sha256"],
+                "split_parameters": experiment.info["split_parameters"],
+                "rows": {"train": len(train), "val": len(val)},
+                "validation_metrics_note": "on the final model's own validation split, used for early stopping: "
+                                           "optimistic; see estimate-performance for an honest figure",
+                "validation_metrics": val_metrics,
+                "runtime": outcome.model.runtime_info(),
+                "timings": timings,
+                "environment": environment_manifest(),
+            })
+        if model_output_dir:
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir.parent / FINAL_RECORD_FILE, {"model_dir": str(Path(model_dir).resolve())})
+        logger.info("final model written to %s", model_dir)
+        return FinalModelResult(experiment_id, named.name, model_dir, val_metrics, timings)
