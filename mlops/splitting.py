@@ -81,7 +81,12 @@ class StratifiedGroupHoldout:
         groups = np.arange(len(y)) if groups is None else np.asarray(groups)
         placeholder = np.zeros(len(y))
         if _all_singletons(groups):
-            splitter = StratifiedShuffleSplit(n_splits=1, test_size=self.test_size, random_state=self.seed)
+            # Small inputs: at least one row per class on each side, so stratification is possible.
+            n_classes = len(np.unique(y))
+            n_test = max(round(self.test_size * len(y)), n_classes)
+            if len(y) - n_test < n_classes:
+                raise ValueError(f"{len(y)} rows are too few for one row per class on each side.")
+            splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_test, random_state=self.seed)
             yield next(splitter.split(placeholder, y))
             return
         n_splits = max(2, round(1.0 / self.test_size))

@@ -7,7 +7,6 @@ transformers are imported inside functions only.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from mlops.errors import ModelError
@@ -20,24 +19,12 @@ OFFLINE_DEFAULT = "google/gemma-3-270m"
 def resolve_model_source(name: str | None) -> str:
     """Where to load ``name`` from (a folder path or a hub id); ``None`` means the offline default.
 
-    Uses ``models.hf_common.resolve.resolve_pretrained`` (local folder -> packaged copy -> hub) when
-    that module exists; otherwise a local fallback with the same order for the packaged Gemma 270M.
+    ``models.hf_common.resolve.resolve_pretrained`` tries a local folder, then a packaged copy (the
+    offline Gemma 270M is built by ``models.hf_common.gemma_gguf.materialize_gemma_270m``), then the hub.
     """
-    name = name or OFFLINE_DEFAULT
-    try:
-        from models.hf_common.resolve import resolve_pretrained
-    except ImportError:
-        resolve_pretrained = None
-    if resolve_pretrained is not None:
-        return str(resolve_pretrained(name))
-    local = Path(name).expanduser()
-    if local.is_dir():
-        return str(local)
-    if name == OFFLINE_DEFAULT:
-        from models.hf_common.gemma_gguf import materialize_gemma_270m
+    from models.hf_common.resolve import resolve_pretrained
 
-        return str(materialize_gemma_270m())
-    return name
+    return resolve_pretrained(name or OFFLINE_DEFAULT).source
 
 
 def pick_dtype(requested: str, device: str) -> Any:

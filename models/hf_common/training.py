@@ -1,0 +1,273 @@
+"""Training helpers shared by the torch models: threads, precision, batching, class weights, best weights.
+
+Everything imports torch inside functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from mlops.errors import ModelError
+from models.hf_common.device import cpu_supports_bf16
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+Precision = Literal["fp32", "bf16", "fp16"]
+PrecisionChoice = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+# --- threads -------------------------------------------------------------------------------------------------
+
+
+def available_cores() -> int:
+    """Physical cores this process may run on (hyper-threads do not speed up matrix maths)."""
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        allowed = os.cpu_count() or 1
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False) or allowed
+    except ImportError:
+        physical = allowed
+    return max(1, min(allowed, physical))
+
+
+def configure_torch_threads(requested: int | None) -> int:
+    """Set torch's intra-op threads to ``requested`` or the available physical cores; return the count."""
+    import torch
+
+    threads = requested or available_cores()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+# --- precision -----------------------------------------------------------------------------------------------
+
+
+def resolve_precision(requested: PrecisionChoice, device: str) -> tuple[Precision, str]:
+    """Pick the autocast precision for ``device``; return it with the reason (for logs and the manifest)."""
+    import torch
+
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        bf16_ok = torch.cuda.is_bf16_supported()
+        if requested == "auto":
+            return ("bf16", "CUDA device supports bf16") if bf16_ok else ("fp16", "CUDA device without bf16 support")
+        if requested == "bf16" and not bf16_ok:
+            raise ModelError("precision 'bf16' was requested but this CUDA device does not support it; "
+                             "set training_arguments.precision to 'fp16', 'fp32' or 'auto'.")
+        return requested, "set in training_arguments.precision"
+    if kind == "cpu":
+        native = cpu_supports_bf16()
+        if requested == "auto":
+            if native:
+                return "bf16", "CPU has native bf16 instructions (avx512_bf16/amx)"
+            return "fp32", "CPU lacks native bf16 instructions (avx512_bf16/amx)"
+        if requested == "fp16":
+            raise ModelError("precision 'fp16' is not supported on CPU; set training_arguments.precision to "
+                             "'bf16', 'fp32' or 'auto'.")
+        if requested == "bf16" and not native:
+            logger.warning("bf16 on a CPU without avx512_bf16/amx is emulated and usually slower than fp32 "
+                           "(set training_arguments.precision to 'auto' or 'fp32')")
+        return requested, "set in training_arguments.precision"
+    if requested == "auto":
+        return "fp32", f"no mixed precision on device type {kind!r}"
+    return requested, "set in training_arguments.precision"
+
+
+def autocast(device: str, precision: Precision) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``precision`` on ``device`` (a no-op for fp32)."""
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+
+
+# --- batching ------------------------------------------------------------------------------------------------
+
+
+def token_lengths(
+    tokenizer,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    max_length: int,
+    chunk_size: int = 2048,
+) -> tuple[np.ndarray, int]:
+    """Token counts after truncation to ``max_length`` and how many rows were truncated.
+
+    Tokenizes ``chunk_size`` rows at a time and keeps only the counts, so memory stays flat for big inputs.
+    """
+    n = len(texts)
+    lengths = np.empty(n, dtype=np.int32)
+    truncated = 0
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        batch_pairs = None if pairs is None else [str(p) for p in pairs[start:stop]]
+        encoded = tokenizer(
+            [str(t) for t in texts[start:stop]], batch_pairs,
+            truncation=True, max_length=max_length + 1,  # one extra token reveals truncation
+            return_attention_mask=False, return_token_type_ids=False, verbose=False,
+        )
+        counts = np.fromiter((len(ids) for ids in encoded["input_ids"]), dtype=np.int32, count=stop - start)
+        truncated += int((counts > max_length).sum())
+        lengths[start:stop] = np.minimum(counts, max_length)
+    return lengths, truncated
+
+
+def length_grouped_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, megabatch_factor: int = 50
+) -> list[np.ndarray]:
+    """Shuffled batches of similar lengths (little padding), like ``transformers``' LengthGroupedSampler.
+
+    Rows are shuffled, cut into mega-batches of ``megabatch_factor * batch_size`` rows, each sorted by
+    length and cut into batches; the batch order is then shuffled so training sees no length curriculum.
+    """
+    order = rng.permutation(len(lengths))
+    mega = batch_size * megabatch_factor
+    batches: list[np.ndarray] = []
+    for start in range(0, len(order), mega):
+        block = order[start:start + mega]
+        block = block[np.argsort(-lengths[block], kind="stable")]
+        batches.extend(block[i:i + batch_size] for i in range(0, len(block), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def random_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    order = rng.permutation(n)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Batches for inference: rows sorted by length (longest first), so padding is minimal."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+# --- loss ----------------------------------------------------------------------------------------------------
+
+
+def class_weight_vector(
+    spec: Literal["balanced"] | Mapping[str, float] | None, labels: Sequence[str], y: np.ndarray
+) -> np.ndarray | None:
+    """Per-class loss weights in ``labels`` order: ``"balanced"`` (n / (k * count)), a dict, or None.
+
+    Classes absent from ``y`` get weight 1 under "balanced" (they never occur as a target anyway); classes
+    missing from a dict get weight 1.
+    """
+    if spec is None:
+        return None
+    k = len(labels)
+    if spec == "balanced":
+        counts = np.bincount(y, minlength=k).astype(np.float64)
+        present = counts > 0
+        weights = np.ones(k, dtype=np.float64)
+        weights[present] = len(y) / (present.sum() * counts[present])
+        return weights
+    unknown = sorted(set(spec) - set(labels))
+    if unknown:
+        raise ModelError(f"class_weight names labels {unknown} that are not in the label set {list(labels)}; "
+                         "fix training_arguments.class_weight.")
+    return np.array([float(spec.get(label, 1.0)) for label in labels], dtype=np.float64)
+
+
+# --- best weights for early stopping -------------------------------------------------------------------------
+
+
+class BestWeights:
+    """Keeps a copy of the trainable parameters of the best epoch, in memory or in a scratch folder.
+
+    Only parameters that require grad are copied (for LoRA: the adapters and the head), so the copy is
+    small for adapters and one model's worth otherwise. ``restore`` puts them back; ``discard`` removes
+    the scratch file, if any. Nothing is written outside ``scratch_dir``.
+    """
+
+    FILE_NAME = "best_trainable_weights.safetensors"
+
+    def __init__(self, scratch_dir: Path | None = None) -> None:
+        self.scratch_dir = scratch_dir
+        self.epoch: int | None = None
+        self.score = -math.inf
+        self._state: dict[str, torch.Tensor] | None = None
+
+    @staticmethod
+    def _trainable(model) -> Iterator[tuple[str, torch.Tensor]]:
+        return ((name, p) for name, p in model.named_parameters() if p.requires_grad)
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.scratch_dir is None else self.scratch_dir / self.FILE_NAME
+
+    def update(self, model, epoch: int, score: float, min_delta: float = 0.0) -> bool:
+        """Remember ``model``'s weights if ``score`` beats the best by more than ``min_delta``."""
+        if not score > self.score + min_delta:
+            return False
+        state = {name: p.detach().to("cpu", copy=True) for name, p in self._trainable(model)}
+        if self.path is not None:
+            from safetensors.torch import save_file
+
+            self.scratch_dir.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in state.items()}, str(self.path))
+        else:
+            self._state = state
+        self.epoch, self.score = epoch, score
+        return True
+
+    def restore(self, model) -> None:
+        import torch
+
+        if self.epoch is None:
+            return
+        if self.path is not None:
+            from safetensors.torch import load_file
+
+            state = load_file(str(self.path))
+        else:
+            state = self._state
+        with torch.no_grad():
+            for name, p in self._trainable(model):
+                p.copy_(state[name].to(p.device))
+
+    def discard(self) -> None:
+        self._state = None
+        if self.path is not None and self.path.exists():
+            self.path.unlink()
+
+
+def trainable_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+
+
+# --- quiet loading -------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and progress bars for a block; the previous state is restored."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -1,0 +1,558 @@
+"""Fine-tuned Hugging Face encoders (BERT, RoBERTa, DeBERTa, ModernBERT...) with a sequence-classification head.
+
+The training loop is a lean one of our own rather than ``transformers.Trainer``: on CPU the Trainer's
+per-step machinery, its checkpoint-per-evaluation early stopping (full checkpoints with optimizer state
+written to disk) and its import cost are a large share of a small fine-tune, while what actually makes
+training fast here is a short list of levers this loop applies directly:
+
+* length-grouped batches with dynamic padding (per-batch tokenization, nothing pre-padded);
+* bf16 autocast on CPUs with native bf16 (avx512_bf16/AMX) and bf16/fp16 on CUDA;
+* one validation pass per epoch, the best epoch's trainable weights kept in memory (or one scratch file
+  in the runner's work_dir for very large models), restored at the end: no stray checkpoints;
+* torch threads set to the physical cores.
+
+Inference sorts rows by length, pads per batch and runs under ``torch.inference_mode`` with the same
+autocast. The saved folder is a standard ``save_pretrained`` folder (safetensors, real label names in
+``id2label``), so ``transformers.pipeline("text-classification", model=folder)`` loads it unchanged.
+LoRA (PEFT) fine-tuning is configured with a ``peft`` block and saved merged (default) or as an adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from mlops.config import ModelConfig
+from mlops.errors import ModelError
+from mlops.model_interface import FitContext, ModelInterface, TextDataset, TrainingArguments
+from models.hf_common.resolve import ResolvedModel, resolve_pretrained
+from models.hf_common.training import (
+    BestWeights,
+    PrecisionChoice,
+    autocast,
+    class_weight_vector,
+    configure_torch_threads,
+    length_grouped_batches,
+    length_sorted_batches,
+    quiet_transformers,
+    random_batches,
+    resolve_precision,
+    token_lengths,
+    trainable_bytes,
+)
+
+logger = logging.getLogger(__name__)
+
+META_FILE = "hf_encoder.json"
+META_FORMAT = 1
+#: Above this many bytes of trainable weights, the best epoch's copy goes to work_dir instead of memory.
+MEMORY_COPY_LIMIT = 1 << 30
+
+#: LoRA target modules per ``config.model_type`` (attention query/value projections).
+LORA_TARGET_MODULES: dict[str, list[str]] = {
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "xlm-roberta": ["query", "value"],
+    "camembert": ["query", "value"],
+    "electra": ["query", "value"],
+    "albert": ["query", "value"],
+    "distilbert": ["q_lin", "v_lin"],
+    "deberta": ["in_proj"],
+    "deberta-v2": ["query_proj", "value_proj"],
+    "modernbert": ["Wqkv"],
+    "mpnet": ["q", "v"],
+}
+
+
+class LoraArguments(TrainingArguments):
+    """The ``peft`` block: LoRA adapters on the attention projections; the head is trained fully."""
+
+    r: int = Field(default=8, gt=0, description="adapter rank")
+    alpha: float = Field(default=16.0, gt=0, description="LoRA scaling numerator (lora_alpha)")
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    target_modules: list[str] | None = Field(
+        default=None, min_length=1, description="module names; default per architecture (LORA_TARGET_MODULES)"
+    )
+    save: Literal["merged", "adapter"] = Field(
+        default="merged", description="merged: a plain model folder; adapter: adapter weights + the base model's name"
+    )
+
+
+class HFEncoderTrainingArguments(TrainingArguments):
+    epochs: int = Field(default=3, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    eval_batch_size: int = Field(default=64, ge=1, description="batch size for validation and prediction")
+    learning_rate: float = Field(default=5e-5, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, le=1, description="share of optimizer steps spent warming up")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    max_grad_norm: float | None = Field(default=1.0, gt=0, description="gradient clipping; null disables it")
+    max_length: int = Field(default=128, ge=8, description="tokens per text (or pair); longer inputs are truncated")
+    early_stopping_patience: int | None = Field(
+        default=2, ge=1, description="epochs without validation macro-F1 gain before stopping; null: run all epochs"
+    )
+    early_stopping_min_delta: float = Field(default=0.0, ge=0)
+    class_weight: Literal["balanced"] | dict[str, float] | None = None
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    precision: PrecisionChoice = Field(
+        default="auto", description="auto: bf16 on capable CPUs/GPUs (fp16 on older GPUs), else fp32"
+    )
+    gradient_checkpointing: bool = False
+    group_by_length: bool = True
+    num_threads: int | None = Field(default=None, ge=1, description="torch threads; default: physical cores")
+    trust_remote_code: bool = False
+    best_weights_storage: Literal["auto", "memory", "work_dir"] = "auto"
+    peft: LoraArguments | None = None
+
+    @field_validator("class_weight")
+    @classmethod
+    def _positive_weights(cls, value):
+        if isinstance(value, dict):
+            if not value:
+                raise ValueError("class_weight must be 'balanced', null or a non-empty {label: weight} object")
+            bad = {k: v for k, v in value.items() if not v > 0}
+            if bad:
+                raise ValueError(f"class weights must be > 0, found {bad}")
+        return value
+
+
+def _columns(data: TextDataset) -> tuple[list, list | None]:
+    texts = data.texts if isinstance(data.texts, list) else list(data.texts)
+    pairs = None
+    if data.text_pairs is not None:
+        pairs = data.text_pairs if isinstance(data.text_pairs, list) else list(data.text_pairs)
+    return texts, pairs
+
+
+def _label_indices(values: Sequence[str], labels: list[str], what: str) -> np.ndarray:
+    index = {label: i for i, label in enumerate(labels)}
+    unknown = sorted({str(v) for v in values if v not in index})
+    if unknown:
+        raise ModelError(f"{what} labels {unknown[:10]} are not in the label set {labels}.")
+    return np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))
+
+
+class HFEncoderClassifier(ModelInterface):
+    """``AutoModelForSequenceClassification`` fine-tuned with a lean loop; see the module docstring."""
+
+    training_arguments_class = HFEncoderTrainingArguments
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self._model = None
+        self._tokenizer = None
+        self._device = "cpu"
+        self._precision = "fp32"
+        self._max_length = 128
+        self._eval_batch_size = 64
+        self._uses_pairs = False
+        self._save_mode: Literal["full", "lora_merged", "lora_adapter"] = "full"
+        self._base_model_ref: str | None = None
+        self._info: dict[str, Any] = {"truncated": {"train": 0, "validation": 0, "predict": 0}}
+
+    # --- setup -----------------------------------------------------------------------------------------------
+
+    def _setup_runtime(self, device: str | None, args: HFEncoderTrainingArguments) -> None:
+        from models.hf_common.device import pick_device
+
+        self._device = pick_device(device)
+        threads = configure_torch_threads(args.num_threads)
+        self._precision, reason = resolve_precision(args.precision, self._device)
+        self._max_length = args.max_length
+        self._eval_batch_size = args.eval_batch_size
+        self._info.update(device=self._device, precision=self._precision, precision_reason=reason,
+                          torch_threads=threads)
+        logger.info("device %s, precision %s (%s; set with training_arguments.precision), %d torch threads "
+                    "(set with training_arguments.num_threads)", self._device, self._precision, reason, threads)
+
+    def _load_pretrained(self, resolved: ResolvedModel, args: HFEncoderTrainingArguments):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        k = len(self.labels)
+        try:
+            with quiet_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(resolved.source, trust_remote_code=args.trust_remote_code)
+                model, loading = AutoModelForSequenceClassification.from_pretrained(
+                    resolved.source,
+                    num_labels=k,
+                    id2label=dict(enumerate(self.labels)),
+                    label2id={label: i for i, label in enumerate(self.labels)},
+                    problem_type="single_label_classification",
+                    dtype=torch.float32,
+                    ignore_mismatched_sizes=True,  # a checkpoint's own head may have another number of classes
+                    trust_remote_code=args.trust_remote_code,
+                    output_loading_info=True,
+                )
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelError(
+                f"cannot load {resolved.source!r} ({resolved.kind}) as a sequence classifier: {exc}. Check that "
+                "model_name names an encoder with config.json, weights and tokenizer files (set "
+                "training_arguments.trust_remote_code to true only for a model whose code you trust)."
+            ) from exc
+        fresh = sorted(set(loading.get("missing_keys", [])) | {key for key, *_ in loading.get("mismatched_keys", [])})
+        if fresh:
+            logger.info("newly initialised (trained from scratch): %s", ", ".join(fresh[:8]))
+        if len(fresh) > 8:
+            logger.warning("%d weights of %s were not in the checkpoint; is it an encoder of the expected kind?",
+                           len(fresh), resolved.source)
+        if tokenizer.pad_token is None:
+            fallback = tokenizer.eos_token or tokenizer.unk_token
+            if fallback is None:
+                raise ModelError(f"the tokenizer of {resolved.source!r} has no pad, eos or unk token to pad with.")
+            tokenizer.pad_token = fallback
+            logger.info("tokenizer has no pad token; padding with %r", fallback)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        return tokenizer, model
+
+    def _wrap_lora(self, model, lora: LoraArguments):
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        model_type = getattr(model.config, "model_type", "")
+        targets = lora.target_modules or LORA_TARGET_MODULES.get(model_type)
+        peft_config = LoraConfig(
+            task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=targets,  # None lets PEFT use its own default for the architecture
+        )
+        try:
+            model = get_peft_model(model, peft_config)
+        except ValueError as exc:
+            raise ModelError(
+                f"LoRA could not be applied to a {model_type!r} model: {exc}. Set training_arguments.peft."
+                "target_modules to the names of its attention projections."
+            ) from exc
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        used = sorted(model.peft_config["default"].target_modules)
+        logger.info("LoRA r=%d alpha=%g on %s: %d of %d parameters trainable (%.2f%%)",
+                    lora.r, lora.alpha, used, trainable, total, 100 * trainable / total)
+        self._info["peft"] = {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout,
+                              "target_modules": used, "save": lora.save}
+        return model
+
+    # --- encoding --------------------------------------------------------------------------------------------
+
+    def _encode(self, texts: list, pairs: list | None, idx: np.ndarray) -> dict:
+        batch_texts = [str(texts[i]) for i in idx]
+        batch_pairs = None if pairs is None else [str(pairs[i]) for i in idx]
+        encoded = self._tokenizer(
+            batch_texts, batch_pairs, truncation=True, max_length=self._max_length, padding=True,
+            return_tensors="pt", verbose=False,
+        )
+        return {key: value.to(self._device) for key, value in encoded.items()}
+
+    def _check_pairs(self, data: TextDataset) -> None:
+        has_pairs = data.text_pairs is not None
+        if has_pairs != self._uses_pairs:
+            trained = "sentence pairs" if self._uses_pairs else "single texts"
+            given = "sentence pairs" if has_pairs else "single texts"
+            raise ModelError(f"the model was trained on {trained} but was given {given}; "
+                             "pass the same text columns as in training.")
+
+    # --- fit -------------------------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        train: TextDataset,
+        val: TextDataset | None = None,
+        *,
+        labels: Sequence[str],
+        context: FitContext | None = None,
+    ) -> HFEncoderClassifier:
+        import torch
+        import torch.nn.functional as F
+        from tqdm.auto import tqdm
+        from transformers import get_scheduler
+
+        context = context or FitContext()
+        args: HFEncoderTrainingArguments = self.training_arguments
+        self.labels = [str(label) for label in labels]
+        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+            raise ModelError(f"a classifier needs at least two distinct labels, found {self.labels}.")
+        if train.labels is None or len(train) == 0:
+            raise ModelError("HFEncoderClassifier.fit needs labelled, non-empty training data.")
+        texts, pairs = _columns(train)
+        self._uses_pairs = pairs is not None
+        y = _label_indices(train.labels, self.labels, "training")
+        use_val = val is not None and val.labels is not None and len(val) > 0
+        if use_val:
+            self._check_pairs(val)
+            y_val = _label_indices(val.labels, self.labels, "validation")
+
+        self._setup_runtime(context.device, args)
+        torch.manual_seed(context.seed)
+        rng = np.random.default_rng(context.seed)
+        resolved = resolve_pretrained(self.config.model_name)
+        self._info["model_source"] = resolved.describe()
+        self._base_model_ref = resolved.source if resolved.kind == "local" else resolved.name
+        self._tokenizer, model = self._load_pretrained(resolved, args)
+        self._max_length = self._clip_max_length(args.max_length)
+        if args.peft is not None:
+            model = self._wrap_lora(model, args.peft)
+            self._save_mode = "lora_merged" if args.peft.save == "merged" else "lora_adapter"
+        if args.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.to(self._device)
+        self._model = model
+
+        lengths, truncated = token_lengths(self._tokenizer, texts, pairs, self._max_length)
+        self._info["truncated"]["train"] = truncated
+        self._log_truncation("training", truncated, len(texts))
+
+        weights = class_weight_vector(args.class_weight, self.labels, y)
+        if weights is not None:
+            logger.info("class weights: %s", {label: round(float(w), 4) for label, w in zip(self.labels, weights)})
+        weight_t = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=self._device)
+        y_t = torch.from_numpy(y).to(self._device)
+
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": args.weight_decay},
+            {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},  # biases and norms
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=args.learning_rate)
+        n_batches = math.ceil(len(texts) / args.batch_size)
+        updates_per_epoch = math.ceil(n_batches / args.gradient_accumulation_steps)
+        total_updates = updates_per_epoch * args.epochs
+        scheduler = get_scheduler(args.scheduler, optimizer, num_warmup_steps=round(args.warmup_ratio * total_updates),
+                                  num_training_steps=total_updates)
+        scaler = torch.amp.GradScaler(self._device.split(":")[0], enabled=self._precision == "fp16")
+
+        keeper = BestWeights(self._best_weights_dir(args, context, model)) if use_val else None
+        patience_left = args.early_stopping_patience
+        history: list[dict[str, float]] = []
+        train_seconds = 0.0
+        samples = 0
+        stopped_early = False
+        if not use_val:
+            logger.info("no validation data: training all %d epochs without early stopping", args.epochs)
+        logger.info("fine-tuning on %d rows: %d epochs x %d batches of %d (gradient accumulation %d), lr %g",
+                    len(texts), args.epochs, n_batches, args.batch_size, args.gradient_accumulation_steps,
+                    args.learning_rate)
+        progress = tqdm(total=n_batches * args.epochs, desc="fine-tuning", unit="batch",
+                        disable=not context.show_progress, leave=False, mininterval=1.0)
+        try:
+            for epoch in range(1, args.epochs + 1):
+                model.train()
+                if args.group_by_length:
+                    batches = length_grouped_batches(lengths, args.batch_size, rng)
+                else:
+                    batches = random_batches(len(texts), args.batch_size, rng)
+                started = time.perf_counter()
+                loss_sum = torch.zeros((), dtype=torch.float64, device=self._device)
+                optimizer.zero_grad(set_to_none=True)
+                for step, idx in enumerate(batches, 1):
+                    inputs = self._encode(texts, pairs, idx)
+                    with autocast(self._device, self._precision):
+                        logits = model(**inputs).logits
+                    loss = F.cross_entropy(logits.float(), y_t[idx], weight=weight_t,
+                                           label_smoothing=args.label_smoothing)
+                    scaler.scale(loss / args.gradient_accumulation_steps).backward()
+                    if step % args.gradient_accumulation_steps == 0 or step == len(batches):
+                        if args.max_grad_norm is not None:
+                            scaler.unscale_(optimizer)
+                            torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
+                        scaler.step(optimizer)
+                        scaler.update()
+                        scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    loss_sum += loss.detach() * len(idx)
+                    progress.update(1)
+                epoch_seconds = time.perf_counter() - started
+                train_seconds += epoch_seconds
+                samples += len(texts)
+                record = {"epoch": epoch, "train_loss": float(loss_sum) / len(texts),
+                          "samples_per_second": len(texts) / epoch_seconds}
+                if use_val:
+                    score = self._validation_score(val, y_val)
+                    record["validation_f1_macro"] = score
+                    if keeper.update(model, epoch, score, args.early_stopping_min_delta):
+                        patience_left = args.early_stopping_patience
+                    elif patience_left is not None:
+                        patience_left -= 1
+                history.append(record)
+                logger.info("epoch %d/%d: train loss %.4f, %s%.1f samples/s", epoch, args.epochs, record["train_loss"],
+                            f"validation macro-F1 {record['validation_f1_macro']:.4f} (best {keeper.score:.4f} at "
+                            f"epoch {keeper.epoch}), " if use_val else "", record["samples_per_second"])
+                if patience_left is not None and patience_left <= 0 and epoch < args.epochs:
+                    stopped_early = True
+                    logger.info("early stopping after epoch %d: no validation macro-F1 gain for %d epochs "
+                                "(set with training_arguments.early_stopping_patience)", epoch,
+                                args.early_stopping_patience)
+                    break
+            if keeper is not None:
+                if keeper.epoch != history[-1]["epoch"]:
+                    keeper.restore(model)
+                    logger.info("restored the weights of epoch %d (validation macro-F1 %.4f)", keeper.epoch,
+                                keeper.score)
+        finally:
+            progress.close()
+            if keeper is not None:
+                keeper.discard()
+
+        if args.gradient_checkpointing:
+            model.gradient_checkpointing_disable()
+        if self._save_mode == "lora_merged":
+            model = model.merge_and_unload()
+        self._model = model.eval()
+        self._info.update(
+            epochs_run=len(history), best_epoch=None if keeper is None else keeper.epoch, stopped_early=stopped_early,
+            history=history, train_seconds=round(train_seconds, 3),
+            train_samples_per_second=round(samples / train_seconds, 2) if train_seconds else None,
+            trainable_parameters=sum(p.numel() for p in trainable),
+            total_parameters=sum(p.numel() for p in model.parameters()),
+            max_length=self._max_length, save_mode=self._save_mode,
+        )
+        return self
+
+    def _clip_max_length(self, requested: int) -> int:
+        limit = getattr(self._tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and 8 <= limit < 100_000 and requested > limit:
+            logger.warning("max_length %d exceeds the model's limit of %d tokens; using %d", requested, limit, limit)
+            return limit
+        return requested
+
+    def _best_weights_dir(self, args: HFEncoderTrainingArguments, context: FitContext, model) -> Path | None:
+        storage = args.best_weights_storage
+        if storage == "auto":
+            storage = "work_dir" if trainable_bytes(model) > MEMORY_COPY_LIMIT else "memory"
+        if storage == "work_dir":
+            if context.work_dir is not None:
+                return Path(context.work_dir) / "hf_encoder_best"
+            logger.info("no work_dir given: keeping the best epoch's weights in memory")
+        return None
+
+    def _validation_score(self, val: TextDataset, y_val: np.ndarray) -> float:
+        from sklearn.metrics import f1_score
+
+        proba, truncated = self._predict(val)
+        self._info["truncated"]["validation"] = truncated
+        return float(f1_score(y_val, proba.argmax(axis=1), average="macro"))
+
+    def _log_truncation(self, what: str, truncated: int, total: int) -> None:
+        if truncated:
+            logger.warning("%d of %d %s texts (%.1f%%) are longer than max_length=%d tokens and were truncated "
+                           "(raise training_arguments.max_length to keep more)", truncated, total, what,
+                           100 * truncated / total, self._max_length)
+
+    # --- predict ---------------------------------------------------------------------------------------------
+
+    def _require_fitted(self):
+        if self._model is None or self._tokenizer is None:
+            raise ModelError("the model is not trained yet: call fit() or load() first.")
+        return self._model
+
+    def _predict(self, data: TextDataset) -> tuple[np.ndarray, int]:
+        import torch
+
+        model = self._require_fitted()
+        self._check_pairs(data)
+        out = np.empty((len(data), len(self.labels)), dtype=np.float64)
+        if len(data) == 0:
+            return out, 0
+        texts, pairs = _columns(data)
+        lengths, truncated = token_lengths(self._tokenizer, texts, pairs, self._max_length)
+        was_training = model.training
+        model.eval()
+        with torch.inference_mode():
+            for idx in length_sorted_batches(lengths, self._eval_batch_size):
+                inputs = self._encode(texts, pairs, idx)
+                with autocast(self._device, self._precision):
+                    logits = model(**inputs).logits
+                out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        model.train(was_training)
+        return out, truncated
+
+    def predict_proba(self, data: TextDataset) -> np.ndarray:
+        proba, truncated = self._predict(data)
+        self._info["truncated"]["predict"] += truncated
+        self._log_truncation("input", truncated, len(data))
+        return proba
+
+    # --- save / load -----------------------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        model = self._require_fitted()
+        directory = Path(directory)
+        # pipeline(..., truncation=True) then truncates where predict_proba does.
+        self._tokenizer.model_max_length = self._max_length
+        if self._save_mode == "lora_adapter":
+            model.peft_config["default"].base_model_name_or_path = self._base_model_ref
+        with quiet_transformers():
+            model.save_pretrained(directory)
+            self._tokenizer.save_pretrained(directory)
+        meta = {
+            "format": META_FORMAT,
+            "labels": self.labels,
+            "max_length": self._max_length,
+            "uses_text_pairs": self._uses_pairs,
+            "save_mode": self._save_mode,
+            "base_model": self._base_model_ref,
+            "trained_precision": self._info.get("precision"),
+            "model_source": self._info.get("model_source"),
+        }
+        (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path, config: ModelConfig, *, device: str | None = None) -> HFEncoderClassifier:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        directory = Path(directory)
+        meta_path = directory / META_FILE
+        if not meta_path.is_file():
+            raise ModelError(f"{directory} has no {META_FILE}; it is not a model saved by HFEncoderClassifier.")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format") != META_FORMAT:
+            raise ModelError(f"{meta_path} has format {meta.get('format')!r}, expected {META_FORMAT}; "
+                             "retrain the model with this version of the tool.")
+        self = cls(config)
+        args: HFEncoderTrainingArguments = self.training_arguments
+        self.labels = list(meta["labels"])
+        self._uses_pairs = bool(meta["uses_text_pairs"])
+        self._save_mode = meta["save_mode"]
+        self._base_model_ref = meta.get("base_model")
+        self._setup_runtime(device, args)
+        self._max_length = int(meta["max_length"])
+        k = len(self.labels)
+        try:
+            with quiet_transformers():
+                self._tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=args.trust_remote_code)
+                if self._save_mode == "lora_adapter":
+                    from peft import PeftModel
+
+                    resolved = resolve_pretrained(self._base_model_ref)
+                    base = AutoModelForSequenceClassification.from_pretrained(
+                        resolved.source, num_labels=k, id2label=dict(enumerate(self.labels)),
+                        label2id={label: i for i, label in enumerate(self.labels)}, dtype=torch.float32,
+                        ignore_mismatched_sizes=True, trust_remote_code=args.trust_remote_code,
+                    )
+                    model = PeftModel.from_pretrained(base, directory)
+                else:
+                    model = AutoModelForSequenceClassification.from_pretrained(
+                        directory, dtype=torch.float32, trust_remote_code=args.trust_remote_code
+                    )
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelError(f"cannot load the saved model in {directory}: {exc}") from exc
+        id2label = [model.config.id2label[i] for i in range(k)] if model.config.num_labels == k else None
+        if id2label != self.labels:
+            raise ModelError(f"{directory}: config.json labels {id2label} do not match {META_FILE} labels "
+                             f"{self.labels}; the folder was modified after saving.")
+        self._model = model.to(self._device).eval()
+        self._info.update(max_length=self._max_length, save_mode=self._save_mode,
+                          model_source=meta.get("model_source"))
+        return self
+
+    def runtime_info(self) -> dict[str, Any]:
+        info = dict(self._info)
+        info["truncated"] = dict(self._info["truncated"])
+        return info
