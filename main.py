@@ -28,8 +28,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
+# Piped output (files, CI logs) gets wide lines instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 logger = logging.getLogger("mlops")
 
 
@@ -337,6 +338,72 @@ def _print_confusion(confusion: dict[str, Any]) -> None:
     rows = [{"true \\ predicted": label, **{p: str(v) for p, v in zip(labels, row, strict=True)}}
             for label, row in zip(labels, confusion["matrix"], strict=True)]
     _emit(rows, OutputFormat.table, "confusion matrix")
+
+
+@app.command("data-generate")
+@handle_errors
+def data_generate(
+    name: Annotated[str, typer.Option("--name", help="Name of the generated dataset (a plain name).")],
+    examples_per_sentiment: Annotated[Optional[int], typer.Option("--examples-per-sentiment", min=1,
+                                                                  help="Rows to generate per label.")] = None,
+    distribution_from_file: Annotated[Optional[Path], typer.Option(
+        "--distribution-from-file", help="Copy the label distribution of this labelled CSV.")] = None,
+    total_examples: Annotated[Optional[int], typer.Option("--total-examples", min=1)] = None,
+    labels: Annotated[Optional[list[str]], typer.Option("--labels", help="A label (repeatable); default: from "
+                                                        "--distribution-from-file, else negative/neutral/positive.")] = None,
+    lang: Annotated[str, typer.Option("--lang", help="Language code of the generated text.")] = "en",
+    model: Annotated[Optional[str], typer.Option("--model", help="Hub id or local folder (default: offline Gemma 3 270M).")] = None,
+    seed_examples: Annotated[Optional[Path], typer.Option("--seed-examples", help="Labelled CSV to draw few-shot examples from.")] = None,
+    text_column: Annotated[str, typer.Option("--text-column")] = "text",
+    target_column: Annotated[str, typer.Option("--target-column")] = "label",
+    domain: Annotated[str, typer.Option("--domain", help='e.g. "product reviews", "financial news".')] = "movie reviews",
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.9,
+    top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)] = 0.95,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=8)] = 64,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    verify_with: Annotated[Optional[Path], typer.Option("--verify-with", help="A trained model folder that scores label agreement.")] = None,
+    filter_disagreeing: Annotated[bool, typer.Option("--filter-disagreeing", help="With --verify-with: drop rows it labels differently.")] = False,
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", file_okay=False, help="Default: <artifacts-dir>/generated")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing dataset of that name.")] = False,
+    device: Device = None,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
+) -> None:
+    """Synthetic labelled data from an instruction LLM with few-shot prompts, in any language."""
+    from data.generation import GenerationRequest
+    from mlops.experiment_service import check_plain_name
+
+    check_plain_name(name, "--name")
+    request = GenerationRequest(
+        name=name, output_dir=output_dir or artifacts_dir / "generated", examples_per_label=examples_per_sentiment,
+        distribution_from_file=distribution_from_file, total_examples=total_examples, labels=labels, lang=lang,
+        model=model, seed_examples=seed_examples, text_column=text_column, label_column=target_column,
+        domain=domain, temperature=temperature, top_p=top_p, batch_size=batch_size, seed=seed, force=force,
+        verify_with=verify_with, filter_disagreeing=filter_disagreeing, max_new_tokens=max_new_tokens, device=device,
+    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+                  TimeElapsedColumn(), console=err, transient=True) as progress:
+        task = progress.add_task("generate", total=None, note="")
+
+        def on_progress(update) -> None:
+            progress.update(task, total=update.requested, completed=update.produced,
+                            note=f"{update.candidates} candidates, {update.rejected} rejected")
+
+        report = _application(artifacts_dir, device).generate_data(request, progress=on_progress)
+    headers, rows = report.table()
+    _emit([dict(zip(headers, row, strict=True)) for row in rows], OutputFormat.table,
+          f"{report.name}: {report.model} ({report.lang})", headers)
+    for warning in report.warnings:
+        out.print(f"[yellow]note:[/] {warning}")
+    if report.verification is not None:
+        v = report.verification
+        out.print(f"Label agreement with {v.model_folder}: before filtering "
+                  f"{_cell(v.agreement_before_filtering)}, written rows {_cell(v.agreement_written)}")
+    if report.rows_per_minute:
+        out.print(f"{report.rows_per_minute:.1f} rows/minute (model load {report.load_s:.0f}s excluded)")
+    out.print(f"Wrote {report.produced} rows -> [bold]{report.output_csv}[/] (metadata: {report.metadata_json})")
 
 
 @app.command("list-models")

@@ -114,7 +114,8 @@ class ScriptedBackend:
 def _good(i: int) -> str:
     words = ["bright", "clever", "honest", "tender", "vivid", "bold", "quiet", "sharp", "gentle", "fierce",
              "lively", "calm"]
-    return f" The {words[i % 12]} story of case {i} keeps the tension going until the very last scene.\nSentiment:"
+    places = ["Paris", "a farm", "the sea", "Rome", "a prison", "space"]
+    return f" The {words[i % 12]} story set in {places[i // 12 % 6]} keeps the tension going until the very last scene.\nSentiment:"
 
 
 def _read(path: Path) -> list[dict[str, str]]:
@@ -130,13 +131,12 @@ def test_generate_filters_and_reports_rejections(tmp_path):
         " To jest naprawdę bardzo dobry film, ale nie dla mnie i nie dla nich.",  # wrong language
         "A warm, funny and beautifully acted film that earns every one of its tears.",  # built-in example copy
         _good(0),  # duplicate
-        _good(1), _good(2),
-    ] + [_good(i) for i in range(3, 12)]
+    ] + [_good(i) for i in range(1, 40)]
     backend = ScriptedBackend(outputs)
     events: list[GenerationProgress] = []
     request = GenerationRequest(name="demo", output_dir=tmp_path, examples_per_label=3,
-                                labels=["negative", "positive"], batch_size=8, shots=2)
-    report = generate(request, events.append, backend=backend)
+                                labels=["negative", "positive"], batch_size=6, shots=2)
+    report = generate(request, events.append, backend=backend)  # batch 1: the six crafted rows
 
     rows = _read(tmp_path / "demo.csv")
     assert len(rows) == 6 and report.produced == 6 and report.requested == 6
@@ -147,6 +147,7 @@ def test_generate_filters_and_reports_rejections(tmp_path):
     assert total["empty"] == 1 and total["too_short"] == 1 and total["wrong_language"] == 1
     assert total["copy_of_example"] == 1 and total["duplicate"] == 1
     assert total["rejected"] == 5 and total["produced"] == 6
+    assert sum(s.surplus for s in report.per_label.values()) == total["candidates"] - 11
     assert events and events[-1].produced == 6 and events[-1].requested == 6
     # prompts are few-shot completions that end with the asked label
     assert backend.prompts[0].startswith("The following are movie reviews written in English")
@@ -251,6 +252,9 @@ def verifier_folder(tmp_path) -> Path:
     return folder
 
 
+LETTERS = [chr(c) * 3 for c in range(ord("a"), ord("z") + 1)]
+
+
 class LabelAwareBackend(ScriptedBackend):
     """Writes 'wonderful' for positive prompts and 'terrible' for negative ones, except every third row."""
 
@@ -265,7 +269,8 @@ class LabelAwareBackend(ScriptedBackend):
             word = "wonderful" if asked == "positive" else "terrible"
             if self.count % 3 == 2:
                 word = "terrible" if word == "wonderful" else "wonderful"
-            out.append(f"A {word} film, honestly, number {self.count} of the batch run today.")
+            tag = LETTERS[self.count % 26] + " " + LETTERS[self.count // 26 % 26]
+            out.append(f"A {word} film, honestly, number {tag} today.")
             self.count += 1
         return out
 

@@ -100,7 +100,7 @@ def looks_like_wrong_language(text: str, lang: str) -> bool:
         other = max(v for code, v in hits.items() if code != lang)
         if own == 0 and other >= 2:
             return True
-        if other >= 3 and other >= 3 * own:
+        if other >= 3 and other >= 2 * own:
             return True
     return False
 
