@@ -56,7 +56,7 @@ def build_tiny_causal_lm(directory: Path, *, arch: str = "llama", tokenizer: str
         vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=True, initializer_range=0.2,
     )
     if arch == "gemma3":
         from transformers import Gemma3TextConfig

@@ -46,8 +46,22 @@ class HfGenerator:
             pad_token_id=self.tokenizer.pad_token_id,
         )
         if not self.uses_chat_template:
-            kwargs.update(stop_strings=["\n"], tokenizer=self.tokenizer)
+            kwargs["stopping_criteria"] = [_NewlineStop(self.tokenizer, enc["input_ids"].shape[1])]
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         new = out[:, enc["input_ids"].shape[1]:]
         return self.tokenizer.batch_decode(new, skip_special_tokens=True)
+
+
+def _NewlineStop(tokenizer, prompt_len: int):
+    """Stop each row once its completion contains a newline (works with any tokenizer, unlike
+    ``stop_strings``, which needs a vocabulary it can map to strings)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class NewlineStop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tokenizer.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
+            return torch.tensor(["\n" in t for t in texts], dtype=torch.bool, device=input_ids.device)
+
+    return NewlineStop()

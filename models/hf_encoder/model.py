@@ -37,9 +37,9 @@ from models.hf_common.resolve import ResolvedModel, resolve_pretrained
 from models.hf_common.training import (
     BestWeights,
     PrecisionChoice,
+    ThreadBudget,
     autocast,
     class_weight_vector,
-    configure_torch_threads,
     length_grouped_batches,
     length_sorted_batches,
     quiet_transformers,
@@ -55,6 +55,8 @@ META_FILE = "hf_encoder.json"
 META_FORMAT = 1
 #: Above this many bytes of trainable weights, the best epoch's copy goes to work_dir instead of memory.
 MEMORY_COPY_LIMIT = 1 << 30
+#: How often training re-checks how many cores other processes leave free (see ThreadBudget).
+THREAD_CHECK_SECONDS = 10.0
 
 #: LoRA target modules per ``config.model_type`` (attention query/value projections).
 LORA_TARGET_MODULES: dict[str, list[str]] = {
@@ -108,7 +110,10 @@ class HFEncoderTrainingArguments(TrainingArguments):
     )
     gradient_checkpointing: bool = False
     group_by_length: bool = True
-    num_threads: int | None = Field(default=None, ge=1, description="torch threads; default: physical cores")
+    num_threads: int | None = Field(
+        default=None, ge=1,
+        description="torch threads; default: the physical cores other processes leave free, re-checked as it runs",
+    )
     trust_remote_code: bool = False
     best_weights_storage: Literal["auto", "memory", "work_dir"] = "auto"
     peft: LoraArguments | None = None
@@ -157,6 +162,7 @@ class HFEncoderClassifier(ModelInterface):
         self._uses_pairs = False
         self._save_mode: Literal["full", "lora_merged", "lora_adapter"] = "full"
         self._base_model_ref: str | None = None
+        self._threads: ThreadBudget | None = None
         self._info: dict[str, Any] = {"truncated": {"train": 0, "validation": 0, "predict": 0}}
 
     # --- setup -----------------------------------------------------------------------------------------------
@@ -165,14 +171,16 @@ class HFEncoderClassifier(ModelInterface):
         from models.hf_common.device import pick_device
 
         self._device = pick_device(device)
-        threads = configure_torch_threads(args.num_threads)
+        self._threads = ThreadBudget(args.num_threads)
+        threads = self._threads.apply()
         self._precision, reason = resolve_precision(args.precision, self._device)
         self._max_length = args.max_length
         self._eval_batch_size = args.eval_batch_size
         self._info.update(device=self._device, precision=self._precision, precision_reason=reason,
                           torch_threads=threads)
         logger.info("device %s, precision %s (%s; set with training_arguments.precision), %d torch threads "
-                    "(set with training_arguments.num_threads)", self._device, self._precision, reason, threads)
+                    "(%s; set with training_arguments.num_threads)", self._device, self._precision, reason, threads,
+                    "fixed" if args.num_threads else f"cores not busy with other processes, of {self._threads.cores}")
 
     def _load_pretrained(self, resolved: ResolvedModel, args: HFEncoderTrainingArguments):
         import torch
@@ -350,7 +358,11 @@ class HFEncoderClassifier(ModelInterface):
                 started = time.perf_counter()
                 loss_sum = torch.zeros((), dtype=torch.float64, device=self._device)
                 optimizer.zero_grad(set_to_none=True)
+                checked = time.perf_counter()
                 for step, idx in enumerate(batches, 1):
+                    if time.perf_counter() - checked > THREAD_CHECK_SECONDS:
+                        self._threads.apply()
+                        checked = time.perf_counter()
                     inputs = self._encode(texts, pairs, idx)
                     with autocast(self._device, self._precision):
                         logits = model(**inputs).logits
@@ -371,7 +383,7 @@ class HFEncoderClassifier(ModelInterface):
                 train_seconds += epoch_seconds
                 samples += len(texts)
                 record = {"epoch": epoch, "train_loss": float(loss_sum) / len(texts),
-                          "samples_per_second": len(texts) / epoch_seconds}
+                          "samples_per_second": len(texts) / epoch_seconds, "torch_threads": self._threads.threads}
                 if use_val:
                     score = self._validation_score(val, y_val)
                     record["validation_f1_macro"] = score
@@ -389,11 +401,9 @@ class HFEncoderClassifier(ModelInterface):
                                 "(set with training_arguments.early_stopping_patience)", epoch,
                                 args.early_stopping_patience)
                     break
-            if keeper is not None:
-                if keeper.epoch != history[-1]["epoch"]:
-                    keeper.restore(model)
-                    logger.info("restored the weights of epoch %d (validation macro-F1 %.4f)", keeper.epoch,
-                                keeper.score)
+            if keeper is not None and keeper.epoch != history[-1]["epoch"]:
+                keeper.restore(model)
+                logger.info("restored the weights of epoch %d (validation macro-F1 %.4f)", keeper.epoch, keeper.score)
         finally:
             progress.close()
             if keeper is not None:
@@ -473,6 +483,8 @@ class HFEncoderClassifier(ModelInterface):
         return out, truncated
 
     def predict_proba(self, data: TextDataset) -> np.ndarray:
+        if self._threads is not None and len(data):
+            self._threads.apply()
         proba, truncated = self._predict(data)
         self._info["truncated"]["predict"] += truncated
         self._log_truncation("input", truncated, len(data))
