@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,9 +39,36 @@ FINAL_RECORD_FILE = "final_model.json"
 MODEL_FORMAT_VERSION = 1
 
 
+@contextmanager
+def _throwaway_directory() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp) / "model"
+        scratch.mkdir()
+        yield scratch
+
+
+def is_main_process() -> bool:
+    """False in the non-zero ranks of a torchrun / accelerate launch; only rank 0 writes artifacts."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def config_fingerprint(config: ModelConfig) -> str:
     canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def write_model_descriptor(directory: Path, config_name: str, config: ModelConfig, labels: list[str], *,
+                           text_pair: bool = False) -> None:
+    """The file that makes a saved model folder loadable by predict-new: which class, which labels."""
+    write_json(directory / MODEL_FILE, {
+        "format_version": MODEL_FORMAT_VERSION,
+        "module_path": config.module_path,
+        "class_name": config.class_name,
+        "labels": list(labels),
+        "text_pair": text_pair,
+        "config_name": config_name,
+        "model_config": config.model_dump(mode="json"),
+    })
 
 
 @dataclass
@@ -78,6 +109,7 @@ class ExperimentRunner:
         self.service = service
         self.device = device
         self.show_progress = show_progress
+        self.writes = is_main_process()
 
     # --- shared pieces ---------------------------------------------------------------------------
     def _identity(self, experiment: Experiment, named: NamedConfig, run_type: RunType, fold: int) -> dict[str, Any]:
@@ -116,7 +148,7 @@ class ExperimentRunner:
         folds = self.service.folds(experiment, run_type)
         labels = experiment.labels
         run_dir = self.service.run_dir(experiment.experiment_id, named.name, run_type)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)  # every rank needs it for its scratch work_dir
         data = None
         load_s = 0.0
         fold_metrics: list[dict[str, Any]] = []
@@ -159,8 +191,8 @@ class ExperimentRunner:
                 "rows": {"train": len(train), "val": len(val), "test": len(test)},
                 "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
-            frame = predictions_frame(fold.test, test, outcome.proba, labels)
-            self._write_fold(fold_dir, frame, record)
+            if self.writes:
+                self._write_fold(fold_dir, predictions_frame(fold.test, test, outcome.proba, labels), record)
             record["timings"]["write_s"] = time.perf_counter() - t0
             for key, value in record["timings"].items():
                 stage_totals[key] = stage_totals.get(key, 0.0) + value
@@ -183,8 +215,9 @@ class ExperimentRunner:
             "timings_this_invocation": timings,
             "environment": environment_manifest(),
         }
-        write_json(run_dir / RUN_FILE, run_record)
-        write_json(run_dir / SUMMARY_FILE, summary)
+        if self.writes:
+            write_json(run_dir / RUN_FILE, run_record)
+            write_json(run_dir / SUMMARY_FILE, summary)
         return RunResult(experiment.experiment_id, named.name, run_type, run_dir, fold_metrics, summary, resumed, timings)
 
     @staticmethod
@@ -222,7 +255,9 @@ class ExperimentRunner:
         labels = experiment.labels
         logger.info("final model %s: training on %d rows, validating on %d", named.name, len(train), len(val))
         model_dir.parent.mkdir(parents=True, exist_ok=True)
-        with staged_directory(model_dir, replace=True) as scratch:
+        # Ranks other than 0 of a distributed launch train alongside but write into a throwaway folder.
+        staging = staged_directory(model_dir, replace=True) if self.writes else _throwaway_directory()
+        with staging as scratch:
             work_dir = scratch.parent / f".work-{uuid.uuid4().hex[:8]}"
             work_dir.mkdir()
             try:
@@ -233,15 +268,8 @@ class ExperimentRunner:
             val_metrics = compute_metrics(val.labels, outcome.proba, labels) if outcome.proba is not None else None
             t0 = time.perf_counter()
             outcome.model.save(scratch)
-            write_json(scratch / MODEL_FILE, {
-                "format_version": MODEL_FORMAT_VERSION,
-                "module_path": named.config.module_path,
-                "class_name": named.config.class_name,
-                "labels": labels,
-                "text_pair": experiment.info["columns"].get("text_pair") is not None,
-                "config_name": named.name,
-                "model_config": named.config.model_dump(mode="json"),
-            })
+            write_model_descriptor(scratch, named.name, named.config, labels,
+                                   text_pair=experiment.info["columns"].get("text_pair") is not None)
             timings = {"load_s": load_s, **outcome.timings, "save_s": time.perf_counter() - t0}
             write_json(scratch / MANIFEST_FILE, {
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -261,7 +289,7 @@ class ExperimentRunner:
                 "timings": timings,
                 "environment": environment_manifest(),
             })
-        if model_output_dir:
+        if model_output_dir and self.writes:
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             write_json(run_dir.parent / FINAL_RECORD_FILE, {"model_dir": str(Path(model_dir).resolve())})
         logger.info("final model written to %s", model_dir)

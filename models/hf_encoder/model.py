@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -232,7 +233,9 @@ class HFEncoderClassifier(ModelInterface):
             target_modules=targets,  # None lets PEFT use its own default for the architecture
         )
         try:
-            model = get_peft_model(model, peft_config)
+            with warnings.catch_warnings():  # PEFT calls a transformers API that warns about its own deprecation
+                warnings.simplefilter("ignore", FutureWarning)
+                model = get_peft_model(model, peft_config)
         except ValueError as exc:
             raise ModelError(
                 f"LoRA could not be applied to a {model_type!r} model: {exc}. Set training_arguments.peft."
@@ -283,6 +286,7 @@ class HFEncoderClassifier(ModelInterface):
 
         context = context or FitContext()
         args: HFEncoderTrainingArguments = self.training_arguments
+        self._info = {"truncated": {"train": 0, "validation": 0, "predict": 0}}
         self.labels = [str(label) for label in labels]
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ModelError(f"a classifier needs at least two distinct labels, found {self.labels}.")
