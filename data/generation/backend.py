@@ -40,10 +40,14 @@ class HfGenerator:
         else:
             texts, add_special = list(prompts), True
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(self.device)
-        torch.manual_seed(seed)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        # Sampling is done by our processor (top-k pre-selection, then temperature and nucleus), and
+        # generate() only takes the argmax of its one-hot output: on CPU, transformers' own top-p sort
+        # and multinomial over Gemma's 262k vocabulary cost several times the model's forward pass.
         kwargs = dict(
-            max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p,
-            pad_token_id=self.tokenizer.pad_token_id,
+            max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
+            logits_processor=[_sampler(temperature, top_p, generator)],
+            temperature=None, top_p=None, top_k=None,
         )
         if not self.uses_chat_template:
             kwargs["stopping_criteria"] = [_NewlineStop(self.tokenizer, enc["input_ids"].shape[1])]
@@ -65,3 +69,26 @@ def _NewlineStop(tokenizer, prompt_len: int):
             return torch.tensor(["\n" in t for t in texts], dtype=torch.bool, device=input_ids.device)
 
     return NewlineStop()
+
+
+SAMPLER_TOP_K = 1024
+
+
+def _sampler(temperature: float, top_p: float, generator):
+    """A logits processor that samples one token per row (temperature, then nucleus ``top_p`` within the
+    ``SAMPLER_TOP_K`` most likely tokens) and returns scores whose argmax is that token."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class TopKNucleusSampler(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            k = min(SAMPLER_TOP_K, scores.shape[-1])
+            values, indices = torch.topk(scores.float(), k, dim=-1)
+            probs = torch.softmax(values / temperature, dim=-1)
+            before = probs.cumsum(-1) - probs  # mass of the tokens ranked above each one
+            probs = probs.masked_fill(before >= top_p, 0.0)
+            choice = torch.multinomial(probs, 1, generator=generator)
+            out = torch.full_like(scores, float("-inf"))
+            return out.scatter_(-1, indices.gather(-1, choice), 0.0)
+
+    return TopKNucleusSampler()
