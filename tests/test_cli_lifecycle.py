@@ -134,5 +134,5 @@ def test_hyperparameter_search_runs_inside_training_data(cli, small_csv: Path, a
     cli(*_split_args(small_csv))
     cli("estimate-performance", "--experiment-id", "exp", "--model-config-name", "tfidf_logreg_search")
     cli("train-final-model", "--experiment-id", "exp", "--model-config-name", "tfidf_logreg_search")
-    meta = json.loads((artifacts / "experiments/exp/runs/tfidf_logreg_search/final_model/tfidf_meta.json").read_text())
+    meta = json.loads((artifacts / "experiments/exp/runs/tfidf_logreg_search/final_model/tfidf_model.json").read_text())
     assert meta["search_result"]["best_params"]["classifier__C"] in [0.5, 1.0, 2.0, 4.0, 8.0, 16.0]

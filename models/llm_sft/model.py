@@ -161,7 +161,7 @@ class LlmSftClassifier(LlmPromptClassifier):
             bf16=on_cuda and dtype == torch.bfloat16,
             fp16=on_cuda and dtype == torch.float16,
             use_cpu=not on_cuda,
-            gradient_checkpointing=args.gradient_checkpointing,
+            **({"gradient_checkpointing": True} if args.gradient_checkpointing else {}),
             completion_only_loss=False,  # the dataset's own "labels" already mask the prompt
             packing=False,
             dataset_num_proc=None,

@@ -18,8 +18,8 @@ from mlops.model_interface import FitContext, ModelInterface, TextDataset, Train
 logger = logging.getLogger(__name__)
 
 PAIR_SEPARATOR = " [SEP] "
-WEIGHTS_FILE = "pipeline.skops"
-META_FILE = "tfidf_meta.json"
+WEIGHTS_FILE = "tfidf_arrays.safetensors"
+META_FILE = "tfidf_model.json"
 
 
 class TfidfTrainingArguments(TrainingArguments):
@@ -57,7 +57,8 @@ class TfidfLinearClassifier(ModelInterface):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self._pipeline = None
+        self._pipeline = None  # the fitted scikit-learn pipeline (after fit)
+        self._predictor = None  # or its reloaded, pickle-free form (after load)
         self.search_result: dict | None = None
 
     def _build_pipeline(self, args: TfidfTrainingArguments, seed: int):
@@ -150,48 +151,50 @@ class TfidfLinearClassifier(ModelInterface):
                     search.n_iter, search.cv_folds, search.scoring, searcher.best_score_, searcher.best_params_)
         return searcher.best_estimator_
 
-    def _require_fitted(self):
-        if self._pipeline is None:
-            raise ModelError("the model is not trained yet: call fit() or load() first.")
-        return self._pipeline
-
     def _predict_labels(self, data: TextDataset) -> np.ndarray:
         proba = self.predict_proba(data)
         return np.asarray(self.labels, dtype=object)[proba.argmax(axis=1)]
 
     def predict_proba(self, data: TextDataset) -> np.ndarray:
-        pipeline = self._require_fitted()
-        raw = pipeline.predict_proba(_joined_texts(data))
+        if self._pipeline is not None:
+            raw, classes = self._pipeline.predict_proba(_joined_texts(data)), self._pipeline.classes_
+        elif self._predictor is not None:
+            raw, classes = self._predictor.predict_proba(_joined_texts(data)), self._predictor.classes
+        else:
+            raise ModelError("the model is not trained yet: call fit() or load() first.")
         # Align the classifier's class order (classes seen in training) with the full label set.
         proba = np.zeros((len(data), len(self.labels)), dtype=np.float64)
         column_of = {label: i for i, label in enumerate(self.labels)}
-        for j, label in enumerate(pipeline.classes_):
-            proba[:, column_of[label]] = raw[:, j]
+        for j, label in enumerate(classes):
+            proba[:, column_of[str(label)]] = raw[:, j]
         return proba
 
     def save(self, directory: Path) -> None:
-        import skops.io as sio
+        from safetensors.numpy import save_file
 
-        sio.dump(self._require_fitted(), directory / WEIGHTS_FILE, compression=8)
-        meta = {"labels": self.labels, "search_result": self.search_result}
-        (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        from models.tfidf_linear.persistence import export_pipeline
+
+        if self._pipeline is None:
+            raise ModelError("only a model trained in this process can be saved; train it with fit() first.")
+        meta, arrays = export_pipeline(self._pipeline)
+        save_file(arrays, str(directory / WEIGHTS_FILE))
+        meta.update(labels=self.labels, search_result=self.search_result)
+        (directory / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
 
     @classmethod
     def load(cls, directory: Path, config: ModelConfig, *, device: str | None = None) -> TfidfLinearClassifier:
-        import skops.io as sio
+        from safetensors.numpy import load_file
 
-        path = directory / WEIGHTS_FILE
-        if not path.is_file():
-            raise ModelError(f"{directory} has no {WEIGHTS_FILE}; it is not a saved TF-IDF model.")
-        untrusted = sio.get_untrusted_types(file=path)
-        if untrusted:
-            raise ModelError(
-                f"{path} contains types that are not trusted by default ({', '.join(untrusted)}); "
-                "refusing to load it. Retrain the model with this tool."
-            )
-        model = cls(config)
-        model._pipeline = sio.load(path)
+        from models.tfidf_linear.persistence import LinearTfidfPredictor
+
+        if not (directory / WEIGHTS_FILE).is_file() or not (directory / META_FILE).is_file():
+            raise ModelError(f"{directory} has no {META_FILE} and {WEIGHTS_FILE}; it is not a saved TF-IDF model.")
         meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        model = cls(config)
+        try:
+            model._predictor = LinearTfidfPredictor(meta, load_file(str(directory / WEIGHTS_FILE)))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ModelError(f"{directory} holds a damaged TF-IDF model ({exc}); retrain it.") from None
         model.labels = list(meta["labels"])
         model.search_result = meta.get("search_result")
         return model
