@@ -556,7 +556,9 @@ class HFEncoderClassifier(ModelInterface):
                         label2id={label: i for i, label in enumerate(self.labels)}, dtype=torch.float32,
                         ignore_mismatched_sizes=True, trust_remote_code=args.trust_remote_code,
                     )
-                    model = PeftModel.from_pretrained(base, directory)
+                    with warnings.catch_warnings():  # see _wrap_lora
+                        warnings.simplefilter("ignore", FutureWarning)
+                        model = PeftModel.from_pretrained(base, directory)
                 else:
                     model = AutoModelForSequenceClassification.from_pretrained(
                         directory, dtype=torch.float32, trust_remote_code=args.trust_remote_code
