@@ -14,8 +14,10 @@ TOPICS: dict[str, list[str]] = {
     "tech": ["software", "computer", "chip", "code", "server", "laptop"],
     "food": ["pasta", "recipe", "bread", "cheese", "soup", "dinner"],
 }
-FILLER = ("the a this that we they it was is very really quite about some new old big small today "
-          "yesterday people said think one two more most good bad").split()
+FILLER = [
+    "the", "a", "this", "that", "we", "they", "it", "was", "is", "very", "really", "quite", "about", "some", "new",
+    "old", "big", "small", "today", "yesterday", "people", "said", "think", "one", "two", "more", "most", "good", "bad",
+]
 
 #: Set by ``build_tiny_bert`` so a packaged-model registry entry can point at ``hf_fixtures:packaged_tiny_bert``.
 _LAST_BUILT: Path | None = None

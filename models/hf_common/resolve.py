@@ -108,7 +108,7 @@ def _try_package(name: str, probe_file: str | None) -> tuple[ResolvedModel | Non
         return None, f"package: module {module_name!r} has no function {function_name!r}"
     try:
         folder = Path(loader())
-    except Exception as exc:  # a packaged loader may fail in its own ways; report and fall through to the hub
+    except Exception as exc:  # noqa: BLE001 -- a loader may fail in its own ways: report it, try the hub
         return None, f"package: {packaged.loader}() failed: {type(exc).__name__}: {exc}"
     if not folder.is_dir():
         return None, f"package: {packaged.loader}() returned {folder}, which is not a folder"
@@ -139,7 +139,7 @@ def _try_hub(name: str, probe_file: str | None) -> tuple[ResolvedModel | None, s
         if offline:
             return None, f"hub: HF_HUB_OFFLINE is set and {name} is not in the local Hugging Face cache"
         return None, f"hub: the hub could not be reached and {name} is not in the local Hugging Face cache"
-    except Exception as exc:  # network stacks raise many types; report them all the same way
+    except Exception as exc:  # noqa: BLE001 -- network stacks raise many types: report them all alike
         return None, f"hub: {name} could not be fetched ({type(exc).__name__}: {exc})"
     where = "the local Hugging Face cache (offline mode)" if offline else "the hub or its local cache"
     return ResolvedModel(name, name, "hub", f"{name} found in {where}"), ""

@@ -142,10 +142,71 @@ def _columns(data: TextDataset) -> tuple[list, list | None]:
 
 def _label_indices(values: Sequence[str], labels: list[str], what: str) -> np.ndarray:
     index = {label: i for i, label in enumerate(labels)}
-    unknown = sorted({str(v) for v in values if v not in index})
+    unknown = sorted({str(v) for v in values if str(v) not in index})
     if unknown:
         raise ModelError(f"{what} labels {unknown[:10]} are not in the label set {labels}.")
-    return np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))
+    return np.fromiter((index[str(v)] for v in values), dtype=np.int64, count=len(values))
+
+
+class _TrainStep:
+    """The optimizer, schedule and loss of one fit, and the loop over one epoch's batches."""
+
+    def __init__(self, owner: HFEncoderClassifier, model, args: HFEncoderTrainingArguments, *, n_batches: int,
+                 class_weights: np.ndarray | None) -> None:
+        import torch
+        from transformers import get_scheduler
+
+        self.owner, self.model, self.args, self.n_batches = owner, model, args, n_batches
+        device = owner._device
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in self.trainable if p.ndim >= 2], "weight_decay": args.weight_decay},
+            {"params": [p for p in self.trainable if p.ndim < 2], "weight_decay": 0.0},  # biases and norms
+        ]
+        try:  # the fused kernel is several times faster than the default on CPU and GPU
+            self.optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, fused=True)
+        except (RuntimeError, TypeError):
+            self.optimizer = torch.optim.AdamW(groups, lr=args.learning_rate)
+        total_updates = math.ceil(n_batches / args.gradient_accumulation_steps) * args.epochs
+        self.scheduler = get_scheduler(args.scheduler, self.optimizer, num_training_steps=total_updates,
+                                       num_warmup_steps=round(args.warmup_ratio * total_updates))
+        self.scaler = torch.amp.GradScaler(device.split(":")[0], enabled=owner._precision == "fp16")
+        self.class_weights = None if class_weights is None else torch.tensor(
+            class_weights, dtype=torch.float32, device=device)
+
+    def epoch(self, batches: list[np.ndarray], texts: list, pairs: list | None, y, progress) -> float:
+        """Train on ``batches`` (row indices); return the mean training loss."""
+        import torch
+        import torch.nn.functional as F
+
+        owner, model, args = self.owner, self.model, self.args
+        accumulate = args.gradient_accumulation_steps
+        model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), dtype=torch.float32, device=owner._device)
+        checked = time.perf_counter()
+        for i, idx in enumerate(batches, 1):
+            if time.perf_counter() - checked > THREAD_CHECK_SECONDS:
+                owner._threads.apply()
+                checked = time.perf_counter()
+            inputs = owner._encode(texts, pairs, idx)
+            targets = y[idx].to(owner._device)
+            with autocast(owner._device, owner._precision):
+                logits = model(**inputs).logits
+            loss = F.cross_entropy(logits.float(), targets, weight=self.class_weights,
+                                   label_smoothing=args.label_smoothing)
+            self.scaler.scale(loss / accumulate).backward()
+            if i % accumulate == 0 or i == len(batches):
+                if args.max_grad_norm is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.trainable, args.max_grad_norm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach() * len(idx)
+            progress.update(1)
+        return float(loss_sum) / sum(len(idx) for idx in batches)
 
 
 class HFEncoderClassifier(ModelInterface):
@@ -281,9 +342,7 @@ class HFEncoderClassifier(ModelInterface):
         context: FitContext | None = None,
     ) -> HFEncoderClassifier:
         import torch
-        import torch.nn.functional as F
         from tqdm.auto import tqdm
-        from transformers import get_scheduler
 
         context = context or FitContext()
         args: HFEncoderTrainingArguments = self.training_arguments
@@ -304,107 +363,47 @@ class HFEncoderClassifier(ModelInterface):
         self._setup_runtime(context.device, args)
         torch.manual_seed(context.seed)
         rng = np.random.default_rng(context.seed)
-        resolved = resolve_pretrained(self.config.model_name)
-        self._info["model_source"] = resolved.describe()
-        self._base_model_ref = resolved.source if resolved.kind == "local" else resolved.name
-        self._tokenizer, model = self._load_pretrained(resolved, args)
-        self._max_length = self._clip_max_length(args.max_length)
-        if args.peft is not None:
-            model = self._wrap_lora(model, args.peft)
-            self._save_mode = "lora_merged" if args.peft.save == "merged" else "lora_adapter"
-        if args.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.to(self._device)
-        self._model = model
-
+        model = self._build_model(args)
         lengths, truncated = token_lengths(self._tokenizer, texts, pairs, self._max_length)
         self._info["truncated"]["train"] = truncated
         self._log_truncation("training", truncated, len(texts))
-
         weights = class_weight_vector(args.class_weight, self.labels, y)
         if weights is not None:
             logger.info("class weights: %s", {label: round(float(w), 4) for label, w in zip(self.labels, weights)})
-        weight_t = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=self._device)
-        y_t = torch.from_numpy(y).to(self._device)
-
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": args.weight_decay},
-            {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},  # biases and norms
-        ]
-        try:  # the fused kernel is several times faster than the default on CPU and GPU
-            optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, fused=True)
-        except (RuntimeError, TypeError):
-            optimizer = torch.optim.AdamW(groups, lr=args.learning_rate)
-        n_batches = math.ceil(len(texts) / args.batch_size)
-        updates_per_epoch = math.ceil(n_batches / args.gradient_accumulation_steps)
-        total_updates = updates_per_epoch * args.epochs
-        scheduler = get_scheduler(args.scheduler, optimizer, num_warmup_steps=round(args.warmup_ratio * total_updates),
-                                  num_training_steps=total_updates)
-        scaler = torch.amp.GradScaler(self._device.split(":")[0], enabled=self._precision == "fp16")
+        step = _TrainStep(self, model, args, n_batches=math.ceil(len(texts) / args.batch_size), class_weights=weights)
 
         keeper = BestWeights(self._best_weights_dir(args, context, model)) if use_val else None
         patience_left = args.early_stopping_patience
-        history: list[dict[str, float]] = []
-        train_seconds = 0.0
-        samples = 0
-        stopped_early = False
+        history: list[dict[str, Any]] = []
         if not use_val:
             logger.info("no validation data: training all %d epochs without early stopping", args.epochs)
         logger.info("fine-tuning on %d rows: %d epochs x %d batches of %d (gradient accumulation %d), lr %g",
-                    len(texts), args.epochs, n_batches, args.batch_size, args.gradient_accumulation_steps,
+                    len(texts), args.epochs, step.n_batches, args.batch_size, args.gradient_accumulation_steps,
                     args.learning_rate)
-        progress = tqdm(total=n_batches * args.epochs, desc="fine-tuning", unit="batch",
+        progress = tqdm(total=step.n_batches * args.epochs, desc="fine-tuning", unit="batch",
                         disable=not context.show_progress, leave=False, mininterval=1.0)
         try:
             for epoch in range(1, args.epochs + 1):
-                model.train()
                 if args.group_by_length:
                     batches = length_grouped_batches(lengths, args.batch_size, rng)
                 else:
                     batches = random_batches(len(texts), args.batch_size, rng)
                 started = time.perf_counter()
-                loss_sum = torch.zeros((), dtype=torch.float64, device=self._device)
-                optimizer.zero_grad(set_to_none=True)
-                checked = time.perf_counter()
-                for step, idx in enumerate(batches, 1):
-                    if time.perf_counter() - checked > THREAD_CHECK_SECONDS:
-                        self._threads.apply()
-                        checked = time.perf_counter()
-                    inputs = self._encode(texts, pairs, idx)
-                    with autocast(self._device, self._precision):
-                        logits = model(**inputs).logits
-                    loss = F.cross_entropy(logits.float(), y_t[idx], weight=weight_t,
-                                           label_smoothing=args.label_smoothing)
-                    scaler.scale(loss / args.gradient_accumulation_steps).backward()
-                    if step % args.gradient_accumulation_steps == 0 or step == len(batches):
-                        if args.max_grad_norm is not None:
-                            scaler.unscale_(optimizer)
-                            torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
-                        scaler.step(optimizer)
-                        scaler.update()
-                        scheduler.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    loss_sum += loss.detach() * len(idx)
-                    progress.update(1)
-                epoch_seconds = time.perf_counter() - started
-                train_seconds += epoch_seconds
-                samples += len(texts)
-                record = {"epoch": epoch, "train_loss": float(loss_sum) / len(texts),
-                          "samples_per_second": len(texts) / epoch_seconds, "torch_threads": self._threads.threads}
+                loss = step.epoch(batches, texts, pairs, torch.from_numpy(y), progress)
+                seconds = time.perf_counter() - started
+                record = {"epoch": epoch, "train_loss": loss, "seconds": seconds,
+                          "samples_per_second": len(texts) / seconds, "torch_threads": self._threads.threads}
                 if use_val:
-                    score = self._validation_score(val, y_val)
-                    record["validation_f1_macro"] = score
-                    if keeper.update(model, epoch, score, args.early_stopping_min_delta):
+                    record["validation_f1_macro"] = self._validation_score(val, y_val)
+                    if keeper.update(model, epoch, record["validation_f1_macro"], args.early_stopping_min_delta):
                         patience_left = args.early_stopping_patience
                     elif patience_left is not None:
                         patience_left -= 1
                 history.append(record)
-                logger.info("epoch %d/%d: train loss %.4f, %s%.1f samples/s", epoch, args.epochs, record["train_loss"],
+                logger.info("epoch %d/%d: train loss %.4f, %s%.1f samples/s", epoch, args.epochs, loss,
                             f"validation macro-F1 {record['validation_f1_macro']:.4f} (best {keeper.score:.4f} at "
                             f"epoch {keeper.epoch}), " if use_val else "", record["samples_per_second"])
                 if patience_left is not None and patience_left <= 0 and epoch < args.epochs:
-                    stopped_early = True
                     logger.info("early stopping after epoch %d: no validation macro-F1 gain for %d epochs "
                                 "(set with training_arguments.early_stopping_patience)", epoch,
                                 args.early_stopping_patience)
@@ -416,21 +415,41 @@ class HFEncoderClassifier(ModelInterface):
             progress.close()
             if keeper is not None:
                 keeper.discard()
+        self._finish(model, args, history, keeper, stopped_early=len(history) < args.epochs)
+        return self
 
+    def _build_model(self, args: HFEncoderTrainingArguments):
+        resolved = resolve_pretrained(self.config.model_name)
+        self._info["model_source"] = resolved.describe()
+        self._base_model_ref = resolved.source if resolved.kind == "local" else resolved.name
+        self._tokenizer, model = self._load_pretrained(resolved, args)
+        self._max_length = self._clip_max_length(args.max_length)
+        self._save_mode = "full"
+        if args.peft is not None:
+            model = self._wrap_lora(model, args.peft)
+            self._save_mode = "lora_merged" if args.peft.save == "merged" else "lora_adapter"
+        self._info["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        if args.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.to(self._device)
+        self._model = model
+        return model
+
+    def _finish(self, model, args: HFEncoderTrainingArguments, history: list[dict[str, Any]],
+                keeper: BestWeights | None, *, stopped_early: bool) -> None:
         if args.gradient_checkpointing:
             model.gradient_checkpointing_disable()
         if self._save_mode == "lora_merged":
             model = model.merge_and_unload()
         self._model = model.eval()
+        seconds = sum(record["seconds"] for record in history)
         self._info.update(
             epochs_run=len(history), best_epoch=None if keeper is None else keeper.epoch, stopped_early=stopped_early,
-            history=history, train_seconds=round(train_seconds, 3),
-            train_samples_per_second=round(samples / train_seconds, 2) if train_seconds else None,
-            trainable_parameters=sum(p.numel() for p in trainable),
+            history=history, train_seconds=round(seconds, 3),
+            train_samples_per_second=round(sum(r["samples_per_second"] * r["seconds"] for r in history) / seconds, 2),
             total_parameters=sum(p.numel() for p in model.parameters()),
             max_length=self._max_length, save_mode=self._save_mode,
         )
-        return self
 
     def _clip_max_length(self, requested: int) -> int:
         limit = getattr(self._tokenizer, "model_max_length", None)
