@@ -92,6 +92,15 @@ def test_predictions_do_not_depend_on_batching(tiny_bert, topics):
     assert model.predict_proba(TextDataset([])).shape == (0, 3)
 
 
+def test_training_options_still_learn(tiny_bert, topics):
+    config = make_config(tiny_bert, epochs=8, batch_size=8, gradient_accumulation_steps=2, scheduler="cosine",
+                         warmup_ratio=0.2, label_smoothing=0.1, gradient_checkpointing=True, group_by_length=False,
+                         max_grad_norm=None, class_weight="balanced", weight_decay=0.0)
+    model = fit(config, topics["train"])
+    assert accuracy(model.predict_proba(topics["test"]), LABELS, topics["test"].labels) >= 0.9
+    assert model.runtime_info()["epochs_run"] == 8
+
+
 def test_sentence_pairs_are_encoded_together(tiny_bert, tmp_path):
     """The label depends only on the second text: learning it proves pairs reach the model."""
     first, _ = topic_data(260, seed=3)
@@ -159,7 +168,7 @@ def test_early_stopping_restores_the_best_epoch(tiny_bert, topics, tmp_path, mon
     final = state(model._model)
     assert all(torch_equal(final[name], snapshots[2][name]) for name in final)
     assert not all(torch_equal(final[name], snapshots[4][name]) for name in final)
-    assert list(work_dir.rglob("*.safetensors")) == []  # no stray checkpoint left behind
+    assert list(work_dir.iterdir()) == []  # no stray checkpoint left behind
 
 
 def torch_equal(a, b) -> bool:
@@ -379,11 +388,11 @@ def test_training_arguments_reject_unknown_and_invalid_keys(tiny_bert):
 
 @pytest.mark.slow
 def test_packaged_minilm_fine_tunes_on_real_reviews(mr_rows):
-    frame = mr_rows.sample(n=700, random_state=0)
-    train, test = frame.iloc[:500], frame.iloc[500:]
+    frame = mr_rows.sample(n=1000, random_state=0)
+    train, test = frame.iloc[:800], frame.iloc[800:]
     config = load_model_config_file(PROJECT_ROOT / "model_configs" / "minilm.json")
-    config = config.model_copy(update={"training_arguments": {**config.training_arguments, "epochs": 1}})
+    config = config.model_copy(update={"training_arguments": {**config.training_arguments, "epochs": 2}})
     model = fit(config, TextDataset(train.text.tolist(), train.label.tolist()), labels=["negative", "positive"])
     proba = model.predict_proba(TextDataset(test.text.tolist()))
-    assert accuracy(proba, ["negative", "positive"], test.label) >= 0.65
+    assert accuracy(proba, ["negative", "positive"], test.label) >= 0.7
     assert model.runtime_info()["model_source"]["kind"] == "package"

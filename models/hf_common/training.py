@@ -302,6 +302,8 @@ class BestWeights:
         self._state = None
         if self.path is not None and self.path.exists():
             self.path.unlink()
+            with contextlib.suppress(OSError):  # leave the folder if something else wrote there
+                self.scratch_dir.rmdir()
 
 
 def trainable_bytes(model) -> int:

@@ -148,6 +148,19 @@ def _label_indices(values: Sequence[str], labels: list[str], what: str) -> np.nd
     return np.fromiter((index[str(v)] for v in values), dtype=np.int64, count=len(values))
 
 
+def _set_activation_checkpointing(model, enabled: bool) -> None:
+    """Gradient (activation) checkpointing on or off, under its transformers 5 name or its older one."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if enabled:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif enabled:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
 class _TrainStep:
     """The optimizer, schedule and loss of one fit, and the loop over one epoch's batches."""
 
@@ -430,7 +443,7 @@ class HFEncoderClassifier(ModelInterface):
             self._save_mode = "lora_merged" if args.peft.save == "merged" else "lora_adapter"
         self._info["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         if args.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            _set_activation_checkpointing(model, True)
         model.to(self._device)
         self._model = model
         return model
@@ -438,7 +451,7 @@ class HFEncoderClassifier(ModelInterface):
     def _finish(self, model, args: HFEncoderTrainingArguments, history: list[dict[str, Any]],
                 keeper: BestWeights | None, *, stopped_early: bool) -> None:
         if args.gradient_checkpointing:
-            model.gradient_checkpointing_disable()
+            _set_activation_checkpointing(model, False)
         if self._save_mode == "lora_merged":
             model = model.merge_and_unload()
         self._model = model.eval()
@@ -514,7 +527,9 @@ class HFEncoderClassifier(ModelInterface):
             self._threads.apply()
         proba, truncated = self._predict(data)
         self._info["truncated"]["predict"] += truncated
-        self._log_truncation("input", truncated, len(data))
+        if truncated:  # info, not warning: predict-new calls this once per chunk of a large file
+            logger.info("%d of %d input texts are longer than max_length=%d tokens and were truncated",
+                        truncated, len(data), self._max_length)
         return proba
 
     # --- save / load -----------------------------------------------------------------------------------------
@@ -554,25 +569,25 @@ class HFEncoderClassifier(ModelInterface):
         if meta.get("format") != META_FORMAT:
             raise ModelError(f"{meta_path} has format {meta.get('format')!r}, expected {META_FORMAT}; "
                              "retrain the model with this version of the tool.")
-        self = cls(config)
-        args: HFEncoderTrainingArguments = self.training_arguments
-        self.labels = list(meta["labels"])
-        self._uses_pairs = bool(meta["uses_text_pairs"])
-        self._save_mode = meta["save_mode"]
-        self._base_model_ref = meta.get("base_model")
-        self._setup_runtime(device, args)
-        self._max_length = int(meta["max_length"])
-        k = len(self.labels)
+        loaded = cls(config)
+        args: HFEncoderTrainingArguments = loaded.training_arguments
+        loaded.labels = list(meta["labels"])
+        loaded._uses_pairs = bool(meta["uses_text_pairs"])
+        loaded._save_mode = meta["save_mode"]
+        loaded._base_model_ref = meta.get("base_model")
+        loaded._setup_runtime(device, args)
+        loaded._max_length = int(meta["max_length"])
+        k = len(loaded.labels)
         try:
             with quiet_transformers():
-                self._tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=args.trust_remote_code)
-                if self._save_mode == "lora_adapter":
+                loaded._tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=args.trust_remote_code)
+                if loaded._save_mode == "lora_adapter":
                     from peft import PeftModel
 
-                    resolved = resolve_pretrained(self._base_model_ref)
+                    resolved = resolve_pretrained(loaded._base_model_ref)
                     base = AutoModelForSequenceClassification.from_pretrained(
-                        resolved.source, num_labels=k, id2label=dict(enumerate(self.labels)),
-                        label2id={label: i for i, label in enumerate(self.labels)}, dtype=torch.float32,
+                        resolved.source, num_labels=k, id2label=dict(enumerate(loaded.labels)),
+                        label2id={label: i for i, label in enumerate(loaded.labels)}, dtype=torch.float32,
                         ignore_mismatched_sizes=True, trust_remote_code=args.trust_remote_code,
                     )
                     with warnings.catch_warnings():  # see _wrap_lora
@@ -585,13 +600,13 @@ class HFEncoderClassifier(ModelInterface):
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise ModelError(f"cannot load the saved model in {directory}: {exc}") from exc
         id2label = [model.config.id2label[i] for i in range(k)] if model.config.num_labels == k else None
-        if id2label != self.labels:
+        if id2label != loaded.labels:
             raise ModelError(f"{directory}: config.json labels {id2label} do not match {META_FILE} labels "
-                             f"{self.labels}; the folder was modified after saving.")
-        self._model = model.to(self._device).eval()
-        self._info.update(max_length=self._max_length, save_mode=self._save_mode,
-                          model_source=meta.get("model_source"))
-        return self
+                             f"{loaded.labels}; the folder was modified after saving.")
+        loaded._model = model.to(loaded._device).eval()
+        loaded._info.update(max_length=loaded._max_length, save_mode=loaded._save_mode,
+                            model_source=meta.get("model_source"))
+        return loaded
 
     def runtime_info(self) -> dict[str, Any]:
         info = dict(self._info)
