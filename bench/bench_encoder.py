@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -79,12 +80,13 @@ def plain_trainer(model_dir: str, train: pd.DataFrame, test: pd.DataFrame, args)
     to_ids = {l: i for i, l in enumerate(LABELS)}
     train_ds = Dataset.from_dict({"text": train.text.tolist(), "label": [to_ids[l] for l in train.label]})
     train_ds = train_ds.map(encode, batched=True, remove_columns=["text"])
+    warmup_steps = int(0.1 * math.ceil(len(train) / args.batch_size) * args.epochs)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(
             model=model,
             args=TrainingArguments(output_dir=out, per_device_train_batch_size=args.batch_size,
                                    num_train_epochs=args.epochs, learning_rate=args.learning_rate,
-                                   weight_decay=0.01, warmup_ratio=0.1, lr_scheduler_type="linear",
+                                   weight_decay=0.01, warmup_steps=warmup_steps, lr_scheduler_type="linear",
                                    eval_strategy="no", save_strategy="no", logging_strategy="no",
                                    report_to=[], seed=args.seed, disable_tqdm=True, use_cpu=True),
             train_dataset=train_ds,
