@@ -161,6 +161,26 @@ def _set_activation_checkpointing(model, enabled: bool) -> None:
         model.gradient_checkpointing_disable()
 
 
+def _distributed_world() -> tuple[int, int, int]:
+    """(rank, local rank, world size) of a torchrun / accelerate launch; (0, 0, 1) otherwise."""
+    import os
+
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _join_process_group(device: str) -> None:
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+
+
+def _rank_share(batches: list[np.ndarray], rank: int, world: int) -> list[np.ndarray]:
+    """This rank's batches: every rank gets the same number (DDP needs it), interleaved so lengths stay mixed."""
+    usable = len(batches) - len(batches) % world
+    return batches[rank:usable:world]
+
+
 class _TrainStep:
     """The optimizer, schedule and loss of one fit, and the loop over one epoch's batches."""
 
@@ -246,6 +266,11 @@ class HFEncoderClassifier(ModelInterface):
     def _setup_runtime(self, device: str | None, args: HFEncoderTrainingArguments) -> None:
         from models.hf_common.device import pick_device
 
+        _, local_rank, world = _distributed_world()
+        if world > 1 and device is None:
+            import torch
+
+            device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
         self._device = pick_device(device)
         self._threads = ThreadBudget(args.num_threads)
         threads = self._threads.apply()
@@ -383,7 +408,20 @@ class HFEncoderClassifier(ModelInterface):
         weights = class_weight_vector(args.class_weight, self.labels, y)
         if weights is not None:
             logger.info("class weights: %s", {label: round(float(w), 4) for label, w in zip(self.labels, weights)})
-        step = _TrainStep(self, model, args, n_batches=math.ceil(len(texts) / args.batch_size), class_weights=weights)
+        rank, _, world = _distributed_world()
+        train_model = model
+        if world > 1:  # data parallel: same seeded batch plan on every rank, each trains on its share
+            from torch.nn.parallel import DistributedDataParallel
+
+            _join_process_group(self._device)
+            train_model = DistributedDataParallel(
+                model, device_ids=[torch.device(self._device).index] if self._device.startswith("cuda") else None)
+            logger.info("distributed training: rank %d of %d trains on 1/%d of each epoch's batches",
+                        rank, world, world)
+            self._info["distributed"] = {"world_size": world}
+        n_batches = math.ceil(len(texts) / args.batch_size)
+        step = _TrainStep(self, train_model, args, n_batches=n_batches // world if world > 1 else n_batches,
+                          class_weights=weights)
 
         keeper = BestWeights(self._best_weights_dir(args, context, model)) if use_val else None
         patience_left = args.early_stopping_patience
@@ -401,6 +439,8 @@ class HFEncoderClassifier(ModelInterface):
                     batches = length_grouped_batches(lengths, args.batch_size, rng)
                 else:
                     batches = random_batches(len(texts), args.batch_size, rng)
+                if world > 1:
+                    batches = _rank_share(batches, rank, world)
                 started = time.perf_counter()
                 loss = step.epoch(batches, texts, pairs, torch.from_numpy(y), progress)
                 seconds = time.perf_counter() - started
