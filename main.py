@@ -109,7 +109,8 @@ def handle_errors(command):
             err.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err.print("[yellow]Interrupted.[/] Completed folds are kept; rerun the same command to resume.")
+            err.print("[yellow]Interrupted.[/] Nothing half-written was kept; completed folds and generated batches "
+                      "resume when the same command is rerun.")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -275,6 +276,7 @@ def predict_new(
     input_file: Annotated[Optional[Path], typer.Option("--input-file", help="CSV/Parquet to label.")] = None,
     output_file: Annotated[Optional[Path], typer.Option("--output-file", help="Default: artifacts/predictions/<input>_predictions.csv")] = None,
     text: Annotated[Optional[str], typer.Option("--text", help="Label one text and print the result.")] = None,
+    text_pair: Annotated[Optional[str], typer.Option("--text-pair", help="With --text: its second text (pair models).")] = None,
     text_column: Annotated[str, typer.Option("--text-column")] = "text",
     text_pair_column: Annotated[Optional[str], typer.Option("--text-pair-column")] = None,
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", min=1, help="Rows read and predicted at a time.")] = 4096,
@@ -291,7 +293,7 @@ def predict_new(
     if (text is None) == (input_file is None):
         raise DataError("pass exactly one of --input-file (a file to label) or --text (one text).")
     if text is not None:
-        label, probabilities = application.predict_text(model_path, text)
+        label, probabilities = application.predict_text(model_path, text, text_pair)
         out.print(f"[bold]{label}[/]  " + "  ".join(f"{k}={v:.4f}" for k, v in probabilities.items()))
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

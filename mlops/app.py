@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.catalog import DEFAULT_CONFIG_DIR, ModelCatalog
-from mlops.errors import ExperimentError
+from mlops.errors import DataError, ExperimentError
 from mlops.experiment_service import Columns, Experiment, ExperimentService, RunType, read_json
 from mlops.prediction import (DEFAULT_CHUNK_ROWS, PredictionSummary, estimate_data_rows, evaluate_predictions,
                               load_model_folder, predict_file, predict_texts)
@@ -77,8 +77,12 @@ class Application:
     def predict_new(self, model_path: Path, input_file: Path, output_file: Path | None, *, text_column: str = "text",
                     text_pair_column: str | None = None, encoding: str = "utf-8", force: bool = False,
                     chunk_rows: int = DEFAULT_CHUNK_ROWS, on_start=None, on_progress=None) -> PredictionSummary:
-        loaded = self.load_model(model_path)
         output_file = output_file or self.default_prediction_path(input_file)
+        if not Path(input_file).is_file():  # cheap checks before the (possibly slow) model load
+            raise DataError(f"input file {input_file} does not exist; check --input-file.")
+        if Path(output_file).exists() and not force:
+            raise ExperimentError(f"{output_file} already exists; pass --force to overwrite it or choose --output-file.")
+        loaded = self.load_model(model_path)
         if on_start:
             on_start(estimate_data_rows(Path(input_file)) if Path(input_file).is_file() else None)
         return predict_file(loaded, input_file, output_file, text_column=text_column,
@@ -130,7 +134,7 @@ class Application:
         for model in models:
             self.run_backtesting(experiment_id, model, force=force)
             self.estimate_performance(experiment_id, model, force=force)
-        ranking = self.compare_models(experiment_id, RunType.backtesting)
+        ranking = [row for row in self.compare_models(experiment_id, RunType.backtesting) if row["model"] in models]
         estimates = {row["model"]: self.service.run_dir(experiment_id, row["model"], RunType.performance_estimation)
                      for row in ranking}
         estimates = {name: read_json(path / "metrics.json")["metrics"] for name, path in estimates.items()}

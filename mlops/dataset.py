@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
 
 def _check_readable(path: Path) -> None:
     if not path.exists():
-        raise DataError(f"input file {path} does not exist; check the path passed to --input-file.")
+        raise DataError(f"file {path} does not exist; check the path.")
     if path.is_dir():
         raise DataError(f"{path} is a folder; expected a CSV or Parquet file.")
     if path.stat().st_size == 0:
@@ -43,72 +44,60 @@ def _separator(path: Path) -> str:
     return "\t" if path.suffix.lower() == ".tsv" else ","
 
 
-def _decode_error(path: Path, encoding: str, exc: UnicodeDecodeError) -> DataError:
-    return DataError(
-        f"cannot decode {path} as {encoding} (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
-        "pass the file's encoding with --encoding (for example --encoding latin-1 or --encoding cp1252)."
-    )
+@contextmanager
+def _reading(path: Path, encoding: str) -> Iterator[None]:
+    """Turn every way reading a table can fail into one DataError naming the file and the fix."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"cannot decode {path} as {encoding} (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+            "pass the file's encoding with --encoding (for example --encoding latin-1 or --encoding cp1252)."
+        ) from None
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1.") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} has no rows or header; expected a header row and data rows.") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"cannot parse {path} as CSV: {exc}. Check quoting and the delimiter.") from None
+    except (pa.ArrowException, ValueError, OSError) as exc:  # corrupt Parquet, usecols mismatch, permissions
+        raise DataError(f"cannot read {path}: {exc}") from None
 
 
 def read_table(path: Path, encoding: str = "utf-8", columns: list[str] | None = None) -> pd.DataFrame:
     """Read a whole CSV/TSV/Parquet file, turning parser problems into DataError."""
     _check_readable(path)
-    try:
+    with _reading(path, encoding):
         if _is_parquet(path):
             return pd.read_parquet(path, columns=columns)
         return pd.read_csv(path, sep=_separator(path), encoding=encoding, usecols=columns, dtype=str,
                            keep_default_na=False, na_values=[""])
-    except UnicodeDecodeError as exc:
-        raise _decode_error(path, encoding, exc) from None
-    except LookupError:
-        raise DataError(f"unknown encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1.") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"input file {path} has no rows or header; expected a header row and data rows.") from None
-    except pd.errors.ParserError as exc:
-        raise DataError(f"cannot parse {path} as CSV: {exc}. Check quoting and the delimiter.") from None
-    except ValueError as exc:  # usecols mismatch, unreadable parquet
-        raise DataError(f"cannot read {path}: {exc}") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
 
 
 def table_columns(path: Path, encoding: str = "utf-8") -> list[str]:
     _check_readable(path)
-    if _is_parquet(path):
-        import pyarrow.parquet as pq
+    with _reading(path, encoding):
+        if _is_parquet(path):
+            import pyarrow.parquet as pq
 
-        return list(pq.ParquetFile(path).schema_arrow.names)
-    return list(read_table_head(path, encoding).columns)
-
-
-def read_table_head(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, sep=_separator(path), encoding=encoding, nrows=0)
-    except UnicodeDecodeError as exc:
-        raise _decode_error(path, encoding, exc) from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"input file {path} has no header row; expected column names on the first line.") from None
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        return list(pd.read_csv(path, sep=_separator(path), encoding=encoding, nrows=0).columns)
 
 
 def iter_table_chunks(path: Path, chunk_rows: int, encoding: str = "utf-8") -> Iterator[pd.DataFrame]:
     """Yield the file in chunks of at most ``chunk_rows`` rows, never holding it all in memory."""
     _check_readable(path)
-    try:
+    with _reading(path, encoding):
         if _is_parquet(path):
             import pyarrow.parquet as pq
 
             for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
                 yield batch.to_pandas()
             return
-        reader = pd.read_csv(path, sep=_separator(path), encoding=encoding, dtype=str, chunksize=chunk_rows,
-                             keep_default_na=False, na_values=[""])
-        yield from reader
-    except UnicodeDecodeError as exc:
-        raise _decode_error(path, encoding, exc) from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"input file {path} has no rows or header; expected a header row and data rows.") from None
-    except pd.errors.ParserError as exc:
-        raise DataError(f"cannot parse {path} as CSV: {exc}. Check quoting and the delimiter.") from None
+        yield from pd.read_csv(path, sep=_separator(path), encoding=encoding, dtype=str, chunksize=chunk_rows,
+                               keep_default_na=False, na_values=[""])
 
 
 def count_rows(path: Path, encoding: str = "utf-8") -> int | None:
@@ -116,7 +105,8 @@ def count_rows(path: Path, encoding: str = "utf-8") -> int | None:
     if _is_parquet(path):
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).metadata.num_rows
+        with _reading(path, encoding):
+            return pq.ParquetFile(path).metadata.num_rows
     return None
 
 
@@ -189,8 +179,9 @@ def load_labelled_data(
         frame = frame[~empty]
     if frame.empty:
         raise DataError(f"no usable rows in {path}: every row has an empty text or label.")
-    if group_column:
-        frame["group"] = frame["group"].fillna("<missing group>")
+    if group_column:  # a row without a group value is a group of its own, not one big shared group
+        missing = frame["group"].isna() | (frame["group"].astype(str).str.strip() == "")
+        frame.loc[missing, "group"] = [f"\x00row{i}" for i in frame.index[missing]]
     frame = frame.astype(object)
     labels = sorted(frame["label"].unique().tolist())
     if len(labels) < 2:

@@ -225,8 +225,8 @@ class ExperimentService:
             raise ExperimentError(f"{directory / SPLITS_FILE} is missing or corrupt ({exc}); rerun generate-splits --force.") from None
         return Experiment(experiment_id, directory, info, _plan_from_arrays(stored))
 
-    def load_data(self, experiment: Experiment) -> LabelledData:
-        """Re-read the experiment's input and check it is byte-for-byte the file the splits were made from."""
+    def verify_input(self, experiment: Experiment) -> Path:
+        """Check the experiment's input is byte-for-byte the file the splits were made from."""
         info = experiment.info
         path = Path(info["input_file"])
         if not path.is_file():
@@ -241,6 +241,12 @@ class ExperimentService:
                 f"!= recorded {info['input_sha256'][:12]}); its splits no longer describe the data. Regenerate "
                 "them with `generate-splits --force`, or restore the original file."
             )
+        return path
+
+    def load_data(self, experiment: Experiment) -> LabelledData:
+        """Re-read the experiment's input after checking it is the file the splits were made from."""
+        info = experiment.info
+        path = self.verify_input(experiment)
         columns = Columns(**info["columns"])
         data = load_labelled_data(
             path, text_column=columns.text, target_column=columns.target, text_pair_column=columns.text_pair,

@@ -32,17 +32,28 @@ def proba_column(label: str) -> str:
     return f"{PROBA_PREFIX}{label}"
 
 
-def compute_metrics(y_true: Sequence[str], proba: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1, weighted P/R/F1, a per-class report and the confusion matrix."""
+def compute_metrics(
+    y_true: Sequence[str], proba: np.ndarray | None, labels: Sequence[str], *, y_pred: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, weighted P/R/F1, log-loss, a per-class report and the confusion matrix.
+
+    The predicted label is ``y_pred`` when given (a decision column), else the argmax of ``proba``;
+    log-loss needs ``proba`` and is None without it.
+    """
     from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix, f1_score, log_loss,
                                  precision_recall_fscore_support)
 
     labels = list(labels)
     y_true = np.asarray(y_true, dtype=object)
-    y_pred = np.asarray(labels, dtype=object)[np.asarray(proba).argmax(axis=1)]
+    if y_pred is None:
+        y_pred = np.asarray(labels, dtype=object)[np.asarray(proba).argmax(axis=1)]
+    y_pred = np.asarray(y_pred, dtype=object)
     precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="weighted",
                                                                zero_division=0)
-    clipped = np.clip(proba, 1e-12, 1.0)
+    loss = None
+    if proba is not None:
+        clipped = np.clip(proba, 1e-12, 1.0)
+        loss = float(log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=labels))
     return {
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
@@ -50,7 +61,7 @@ def compute_metrics(y_true: Sequence[str], proba: np.ndarray, labels: Sequence[s
         "weighted_precision": float(precision),
         "weighted_recall": float(recall),
         "weighted_f1": float(f1),
-        "log_loss": float(log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=labels)),
+        "log_loss": loss,
         "per_class": classification_report(y_true, y_pred, labels=labels, output_dict=True, zero_division=0),
         "confusion_matrix": {"labels": labels,
                              "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},

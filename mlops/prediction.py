@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from pydantic import ValidationError
+
 from mlops.config import ModelConfig, resolve_model_class
 from mlops.dataset import iter_table_chunks, require_columns, table_columns
 from mlops.errors import ExperimentError, MlopsError, ModelError
@@ -60,10 +62,21 @@ def load_model_folder(path: Path, *, device: str | None = None, allow_external: 
             "(by default artifacts/experiments/<id>/runs/<config>/final_model)."
         )
     info = read_json(path / MODEL_FILE)
-    if info.get("format_version") != MODEL_FORMAT_VERSION:
-        raise ExperimentError(f"{path / MODEL_FILE} has format_version {info.get('format_version')!r}; "
-                              f"this version of the tool reads {MODEL_FORMAT_VERSION}.")
-    config = ModelConfig.model_validate(info["model_config"])
+    if not isinstance(info, dict) or info.get("format_version") != MODEL_FORMAT_VERSION:
+        found = info.get("format_version") if isinstance(info, dict) else type(info).__name__
+        raise ExperimentError(f"{path / MODEL_FILE} has format_version {found!r}; this version of the tool "
+                              f"reads {MODEL_FORMAT_VERSION}. Retrain the model with `cli train-final-model`.")
+    try:
+        config = ModelConfig.model_validate(info["model_config"])
+        labels = [str(label) for label in info["labels"]]
+    except (KeyError, TypeError, ValidationError) as exc:
+        raise ExperimentError(f"{path / MODEL_FILE} is not a valid model descriptor ({type(exc).__name__}: {exc}); "
+                              "retrain the model with `cli train-final-model`.") from None
+    if config.training_arguments.get("trust_remote_code") and not allow_external:
+        raise ExperimentError(
+            f"{path} asks for trust_remote_code, which would run code shipped with the model; pass "
+            "--allow-external-models only if you trust where this folder came from."
+        )
     model_class = resolve_model_class(config, allow_external=allow_external, source=str(path / MODEL_FILE))
     try:
         model = model_class.load(path, config, device=device)
@@ -71,13 +84,21 @@ def load_model_folder(path: Path, *, device: str | None = None, allow_external: 
         raise
     except Exception as exc:
         raise ModelError(f"cannot load the model in {path}: {type(exc).__name__}: {exc}") from exc
-    if list(model.labels) != list(info["labels"]):
-        raise ModelError(f"{path}: the model's labels {model.labels} differ from {MODEL_FILE}'s {info['labels']}.")
+    if list(model.labels) != labels:
+        raise ModelError(f"{path}: the model's labels {model.labels} differ from {MODEL_FILE}'s {labels}.")
     return LoadedModel(model=model, info=info, directory=path)
+
+
+def _check_pair_usage(loaded: LoadedModel, has_pairs: bool, option: str) -> None:
+    if has_pairs != loaded.needs_text_pair:
+        if loaded.needs_text_pair:
+            raise ExperimentError(f"{loaded.directory} was trained on sentence pairs; pass {option}.")
+        raise ExperimentError(f"{loaded.directory} was trained on single texts; drop {option}.")
 
 
 def predict_texts(loaded: LoadedModel, texts: Sequence[str], text_pairs: Sequence[str] | None = None):
     """(label, {label: probability}) for each text."""
+    _check_pair_usage(loaded, text_pairs is not None, "--text-pair")
     proba = loaded.predict_proba(TextDataset(texts=list(texts), text_pairs=list(text_pairs) if text_pairs else None))
     labels = loaded.labels
     return [(labels[int(row.argmax())], dict(zip(labels, map(float, row), strict=True))) for row in proba]
@@ -124,8 +145,7 @@ def predict_file(
     if output_file.resolve() == input_file.resolve():
         raise ExperimentError("--output-file must differ from --input-file; the input would be overwritten.")
     columns = table_columns(input_file, encoding)
-    if loaded.needs_text_pair and text_pair_column is None:
-        raise ExperimentError(f"{loaded.directory} was trained on sentence pairs; pass --text-pair-column.")
+    _check_pair_usage(loaded, text_pair_column is not None, "--text-pair-column")
     require_columns(columns, {"--text-column": text_column, "--text-pair-column": text_pair_column}, input_file)
     labels = loaded.labels
     output_file.parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +195,11 @@ def evaluate_predictions(
     from mlops.dataset import read_table
     from mlops.pipeline import compute_metrics
 
+    from mlops.errors import DataError
+
+    if prediction_column == target_column:
+        raise DataError(f"--prediction-column and --target-column are both {target_column!r}; they must name "
+                        "different columns (the prediction and the truth).")
     predictions = read_table(predictions_file, encoding)
     truth = read_table(ground_truth_file, encoding)
     require_columns(list(predictions.columns), {"--prediction-column": prediction_column, "--id-column": id_column},
@@ -182,8 +207,12 @@ def evaluate_predictions(
     require_columns(list(truth.columns), {"--target-column": target_column, "--id-column": id_column},
                     ground_truth_file)
     if id_column:
+        for frame, path in ((truth, ground_truth_file), (predictions, predictions_file)):
+            frame[id_column] = frame[id_column].astype(str)
+            if frame[id_column].duplicated().any():
+                raise DataError(f"--id-column {id_column!r} has duplicate values in {path}; ids must be unique.")
         merged = truth[[id_column, target_column]].merge(
-            predictions.drop(columns=[target_column], errors="ignore"), on=id_column, how="inner", validate="1:1"
+            predictions.drop(columns=[target_column], errors="ignore"), on=id_column, how="inner"
         )
         if len(merged) != len(truth):
             raise ExperimentError(f"{len(truth) - len(merged)} ground-truth ids have no prediction in {predictions_file}.")
@@ -202,10 +231,12 @@ def evaluate_predictions(
     y_pred = merged[prediction_column].astype(str).to_numpy()
     labels = sorted(set(y_true) | set(y_pred))
     proba_columns = [proba_column(label) for label in labels]
+    proba = None
     if all(c in merged.columns for c in proba_columns):
-        proba = merged[proba_columns].astype(float).to_numpy()
-    else:  # no probabilities: score the hard labels (log-loss then reflects one-hot predictions)
-        proba = (y_pred[:, None] == np.asarray(labels, dtype=object)[None, :]).astype(float)
-    metrics = compute_metrics(y_true, proba, labels)
+        try:
+            proba = merged[proba_columns].astype(float).to_numpy()
+        except ValueError:
+            raise DataError(f"the proba_* columns of {predictions_file} are not all numbers.") from None
+    metrics = compute_metrics(y_true, proba, labels, y_pred=y_pred)
     metrics["labels"] = labels
     return metrics

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 TRACKED_PACKAGES = (
-    "textclf-mlops", "numpy", "pandas", "scikit-learn", "skops", "torch", "transformers", "tokenizers",
+    "textclf-mlops", "numpy", "pandas", "scikit-learn", "torch", "transformers", "tokenizers",
     "peft", "trl", "accelerate", "datasets", "safetensors",
 )
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlops.errors import ExperimentError
+from mlops.errors import ExperimentError, MlopsError
 from mlops.experiment_service import ExperimentService, RunType, read_json
 from mlops.runner import FINAL_RECORD_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE
 
@@ -31,36 +31,44 @@ def experiment_rows(service: ExperimentService) -> list[dict[str, Any]]:
     """One row per (experiment, model config), or one per experiment without runs."""
     rows: list[dict[str, Any]] = []
     for experiment_id in service.experiment_ids():
-        experiment = service.load_experiment(experiment_id)
-        base = {
-            "experiment_id": experiment_id,
-            "input_file": experiment.info["input_file"],
-            "rows": experiment.info["rows_used"],
-            "labels": len(experiment.labels),
-            "strategy": experiment.info["split_parameters"]["backtesting_strategy"],
-        }
-        names = _config_names(service, experiment_id)
-        if not names:
-            rows.append({**base, "model": None, "stages": "", "backtesting_macro_f1": None,
-                         "holdout_macro_f1": None, "final_model": None})
-            continue
-        for name in names:
-            runs_dir = service.experiment_dir(experiment_id) / "runs" / name
-            stages, backtest, holdout = [], None, None
-            summary = runs_dir / RunType.backtesting.value / SUMMARY_FILE
-            if summary.is_file():
-                data = read_json(summary)
-                stages.append(f"backtesting({data['n_folds']} folds)")
-                backtest = data["macro_f1"]["mean"]
-            estimate = runs_dir / RunType.performance_estimation.value / METRICS_FILE
-            if estimate.is_file():
-                stages.append("estimate")
-                holdout = read_json(estimate)["metrics"]["macro_f1"]
-            final_dir = _final_model_dir(runs_dir)
-            if final_dir is not None:
-                stages.append("final")
-            rows.append({**base, "model": name, "stages": ", ".join(stages), "backtesting_macro_f1": backtest,
-                         "holdout_macro_f1": holdout, "final_model": str(final_dir) if final_dir else None})
+        try:
+            rows.extend(_experiment_rows(service, experiment_id))
+        except (MlopsError, KeyError, TypeError) as exc:  # one damaged experiment must not hide the others
+            rows.append({"experiment_id": experiment_id, "model": None, "stages": f"unreadable: {exc}"})
+    return rows
+
+
+def _experiment_rows(service: ExperimentService, experiment_id: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    experiment = service.load_experiment(experiment_id)
+    base = {
+        "experiment_id": experiment_id,
+        "input_file": experiment.info["input_file"],
+        "rows": experiment.info["rows_used"],
+        "labels": len(experiment.labels),
+        "strategy": experiment.info["split_parameters"]["backtesting_strategy"],
+    }
+    names = _config_names(service, experiment_id)
+    if not names:
+        return [{**base, "model": None, "stages": "", "backtesting_macro_f1": None, "holdout_macro_f1": None,
+                 "final_model": None}]
+    for name in names:
+        runs_dir = service.experiment_dir(experiment_id) / "runs" / name
+        stages, backtest, holdout = [], None, None
+        summary = runs_dir / RunType.backtesting.value / SUMMARY_FILE
+        if summary.is_file():
+            data = read_json(summary)
+            stages.append(f"backtesting({data['n_folds']} folds)")
+            backtest = data["macro_f1"]["mean"]
+        estimate = runs_dir / RunType.performance_estimation.value / METRICS_FILE
+        if estimate.is_file():
+            stages.append("estimate")
+            holdout = read_json(estimate)["metrics"]["macro_f1"]
+        final_dir = _final_model_dir(runs_dir)
+        if final_dir is not None:
+            stages.append("final")
+        rows.append({**base, "model": name, "stages": ", ".join(stages), "backtesting_macro_f1": backtest,
+                     "holdout_macro_f1": holdout, "final_model": str(final_dir) if final_dir else None})
     return rows
 
 

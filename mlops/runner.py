@@ -130,11 +130,9 @@ class ExperimentRunner:
     def _completed_fold(self, fold_dir: Path, identity: dict[str, Any], force: bool) -> dict[str, Any] | None:
         """The stored result of a finished fold with the same identity, or None if it must be (re)run."""
         record_path = fold_dir / METRICS_FILE
-        if not record_path.is_file():
+        if force or not record_path.is_file():
             return None
         record = read_json(record_path)
-        if force:
-            return None
         if record.get("identity") != identity:
             changed = sorted(k for k in identity if record.get("identity", {}).get(k) != identity[k])
             raise ExperimentError(
@@ -149,6 +147,10 @@ class ExperimentRunner:
         labels = experiment.labels
         run_dir = self.service.run_dir(experiment.experiment_id, named.name, run_type)
         run_dir.mkdir(parents=True, exist_ok=True)  # every rank needs it for its scratch work_dir
+        self.service.verify_input(experiment)  # even when every fold is reused
+        if force and self.writes:  # a forced run that fails must not leave the old summary standing
+            for stale in (SUMMARY_FILE, RUN_FILE):
+                (run_dir / stale).unlink(missing_ok=True)
         data = None
         load_s = 0.0
         fold_metrics: list[dict[str, Any]] = []
@@ -242,11 +244,17 @@ class ExperimentRunner:
         experiment = self.service.load_experiment(experiment_id)
         run_dir = self.service.run_dir(experiment_id, named.name, RunType.final_model)
         model_dir = Path(model_output_dir) if model_output_dir else run_dir
-        if model_dir.exists() and any(model_dir.iterdir()) and not force:
-            raise ExperimentError(
-                f"{model_dir} already exists and is not empty; pass --force to replace it, or choose another "
-                "--model-output-dir."
-            )
+        if model_dir.exists() and any(model_dir.iterdir()):
+            if not (model_dir / MODEL_FILE).is_file():
+                raise ExperimentError(
+                    f"{model_dir} is a non-empty folder that is not a model folder (no {MODEL_FILE}); refusing to "
+                    "replace it even with --force. Choose a new or empty --model-output-dir."
+                )
+            if not force:
+                raise ExperimentError(
+                    f"{model_dir} already holds a model; pass --force to replace it, or choose another "
+                    "--model-output-dir."
+                )
         started = time.perf_counter()
         data = self.service.load_data(experiment)
         load_s = time.perf_counter() - started

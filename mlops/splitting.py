@@ -89,10 +89,12 @@ class StratifiedGroupHoldout:
             splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_test, random_state=self.seed)
             yield next(splitter.split(placeholder, y))
             return
-        n_splits = max(2, round(1.0 / self.test_size))
+        # The first of round(1/size) grouped folds; tiny classes cap the fold count (a larger test share).
+        smallest_class = int(np.unique(y, return_counts=True)[1].min())
+        n_splits = max(2, min(round(1.0 / self.test_size), smallest_class))
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=self.seed)
         train, test = next(splitter.split(placeholder, y, groups))
-        if round(1.0 / self.test_size) != 1.0 / self.test_size:
+        if n_splits != 1.0 / self.test_size:
             logger.info("grouped split: test fraction %.3f (1/%d) for a requested %.3f", len(test) / len(y),
                         n_splits, self.test_size)
         yield train, test

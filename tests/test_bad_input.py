@@ -150,3 +150,40 @@ def test_changed_input_is_detected_before_training(cli, small_csv):
         handle.write("an extra review,positive\n")
     result = cli("run-backtesting", "--experiment-id", "e", "--model-config-name", "tfidf_logreg", expect=None)
     _assert_clean_failure(result, "changed since", "--force")
+
+
+def test_force_never_replaces_a_folder_that_is_not_a_model(cli, small_csv, tmp_path):
+    cli("generate-splits", "--experiment-id", "e", "--input-file", str(small_csv), "--text-column", "Sentence",
+        "--target-column", "Sentiment")
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    result = cli("train-final-model", "--experiment-id", "e", "--model-config-name", "tfidf_logreg",
+                 "--model-output-dir", str(precious), "--force", expect=None)
+    _assert_clean_failure(result, "not a model folder")
+    assert (precious / "thesis.txt").read_text() == "years of work"
+
+
+def test_unknown_encoding_is_a_clear_error(cli, small_csv, artifacts):
+    _assert_clean_failure(_splits(cli, small_csv, "--encoding", "nope"), "unknown encoding", artifacts=artifacts)
+
+
+def test_evaluate_prediction_rejects_the_same_column_twice(cli, tmp_path):
+    path = tmp_path / "p.csv"
+    pd.DataFrame({"label": ["a", "b"]}).to_csv(path, index=False)
+    result = cli("evaluate-prediction", "--predictions-file", str(path), "--ground-truth-file", str(path),
+                 "--prediction-column", "label", expect=None)
+    _assert_clean_failure(result, "must name different columns")
+
+
+def test_damaged_model_descriptor_and_remote_code_are_refused(cli, tmp_path, small_csv):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "mlops_model.json").write_text('{"format_version": 1}')
+    _assert_clean_failure(cli("predict-new", "--model-path", str(folder), "--text", "hi", expect=None),
+                          "not a valid model descriptor")
+    (folder / "mlops_model.json").write_text(
+        '{"format_version": 1, "labels": ["a", "b"], "model_config": {"module_path": "models.hf_encoder.model", '
+        '"class_name": "HFEncoderClassifier", "training_arguments": {"trust_remote_code": true}}}')
+    _assert_clean_failure(cli("predict-new", "--model-path", str(folder), "--text", "hi", expect=None),
+                          "trust_remote_code", "--allow-external-models")

@@ -135,3 +135,16 @@ def test_class_smaller_than_folds_is_refused_with_counts():
     y = np.asarray(["a"] * 50 + ["b"] * 4, dtype=object)
     with pytest.raises(DataError, match=r"'b' has 3.*--cv-folds"):
         build_split_plan(y, np.arange(len(y)), SplitParameters(cv_folds=5, test_size=0.2))
+
+
+def test_rows_without_a_group_value_are_not_lumped_together(tmp_path):
+    import pandas as pd
+
+    from mlops.dataset import load_labelled_data
+
+    path = tmp_path / "g.csv"
+    pd.DataFrame({"text": [f"t{i}" for i in range(40)], "label": ["a", "b"] * 20,
+                  "user": ["u1", "u1"] + [""] * 38}).to_csv(path, index=False)
+    data = load_labelled_data(path, text_column="text", target_column="label", group_column="user")
+    components = leakage_groups(data.frame["text"].tolist(), groups=data.frame["group"].tolist())
+    assert len(set(components.tolist())) == 39  # u1's two rows together, every other row alone

@@ -107,7 +107,7 @@ def read_labelled_csv(path: Path, text_column: str, label_column: str, *, need_t
     if missing:
         raise DataError(
             f"{path}: expected columns {wanted} but found {list(frame.columns)}; "
-            "pass --text-column / --label-column to name the right ones."
+            "pass --text-column / --target-column to name the right ones."
         )
     frame = frame[frame[label_column].str.strip() != ""]
     if need_text:
