@@ -61,6 +61,13 @@ def leakage_groups(
     return pd.factorize(component[:n])[0].astype(np.int64)
 
 
+def _split_inputs(y: Sequence, groups: Sequence | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels and groups as arrays (no groups: one per row), and the X placeholder sklearn splitters take."""
+    y = np.asarray(y)
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    return y, groups, np.zeros(len(y))
+
+
 def _all_singletons(groups: np.ndarray) -> bool:
     return len(np.unique(groups)) == len(groups)
 
@@ -77,9 +84,7 @@ class StratifiedGroupHoldout:
     def split(self, X: Sequence, y: Sequence, groups: Sequence | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         from sklearn.model_selection import StratifiedGroupKFold, StratifiedShuffleSplit
 
-        y = np.asarray(y)
-        groups = np.arange(len(y)) if groups is None else np.asarray(groups)
-        placeholder = np.zeros(len(y))
+        y, groups, placeholder = _split_inputs(y, groups)
         if _all_singletons(groups):
             # Small inputs: at least one row per class on each side, so stratification is possible.
             n_classes = len(np.unique(y))
@@ -112,9 +117,7 @@ class StratifiedGroupFolds:
     def split(self, X: Sequence, y: Sequence, groups: Sequence | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-        y = np.asarray(y)
-        groups = np.arange(len(y)) if groups is None else np.asarray(groups)
-        placeholder = np.zeros(len(y))
+        y, groups, placeholder = _split_inputs(y, groups)
         if _all_singletons(groups):
             yield from StratifiedKFold(self.n_splits, shuffle=True, random_state=self.seed).split(placeholder, y)
         else:
