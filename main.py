@@ -45,6 +45,18 @@ class BacktestingStrategyOption(str, Enum):
     train_val = "train-val"
 
 
+class RuntimeOption(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    onnx = "onnx"
+
+
+class ExportPrecisionOption(str, Enum):
+    auto = "auto"
+    int8 = "int8"
+    fp32 = "fp32"
+
+
 class RunTypeOption(str, Enum):
     backtesting = "backtesting"
     performance_estimation = "performance_estimation"
@@ -282,6 +294,9 @@ def predict_new(
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", min=1, help="Rows read and predicted at a time.")] = 4096,
     encoding: Encoding = "utf-8",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
+    runtime: Annotated[RuntimeOption, typer.Option(
+        "--runtime", help="auto: the model's ONNX export (see export-model) when there is one and no GPU, "
+                          "else torch.")] = RuntimeOption.auto,
     device: Device = None,
     allow_external_models: AllowExternal = False,
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
@@ -293,7 +308,7 @@ def predict_new(
     if (text is None) == (input_file is None):
         raise DataError("pass exactly one of --input-file (a file to label) or --text (one text).")
     if text is not None:
-        label, probabilities = application.predict_text(model_path, text, text_pair)
+        label, probabilities = application.predict_text(model_path, text, text_pair, runtime.value)
         out.print(f"[bold]{label}[/]  " + "  ".join(f"{k}={v:.4f}" for k, v in probabilities.items()))
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -303,11 +318,42 @@ def predict_new(
         task = progress.add_task("predict", total=None)
         summary = application.predict_new(
             model_path, input_file, output_file, text_column=text_column, text_pair_column=text_pair_column,
-            encoding=encoding, force=force, chunk_rows=chunk_rows,
+            encoding=encoding, force=force, chunk_rows=chunk_rows, runtime=runtime.value,
             on_start=lambda total: progress.update(task, total=total),
             on_progress=lambda n: progress.advance(task, n),
         )
     out.print(f"Labelled {summary.rows} rows -> [bold]{summary.output_file}[/]  ({summary.label_counts})")
+
+
+@app.command("export-model")
+@handle_errors
+def export_model(
+    model_path: Annotated[Path, typer.Option("--model-path", help="A folder written by train-final-model.")],
+    precision: Annotated[ExportPrecisionOption, typer.Option(
+        "--precision", help="auto: int8 if it passes the agreement check, else fp32; int8: fail instead of "
+                            "falling back; fp32: exact.")] = ExportPrecisionOption.auto,
+    data_file: Annotated[Optional[Path], typer.Option(
+        "--data-file", help="Rows to calibrate and check on (default: the model's training file).")] = None,
+    text_column: Annotated[Optional[str], typer.Option("--text-column", help="Default: as in training.")] = None,
+    text_pair_column: Annotated[Optional[str], typer.Option("--text-pair-column")] = None,
+    rows: Annotated[int, typer.Option("--rows", min=1, help="Check rows (plus up to 512 calibration rows).")] = 2000,
+    min_agreement: Annotated[float, typer.Option(
+        "--min-agreement", help="Share of check rows where int8 must give the fp32 model's label.")] = 0.995,
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Default: <model-path>/onnx, "
+                                                       "which predict-new uses automatically.")] = None,
+    encoding: Annotated[Optional[str], typer.Option("--encoding", help="Default: as in training.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing export.")] = False,
+    allow_external_models: AllowExternal = False,
+) -> None:
+    """Export a trained encoder to ONNX Runtime (int8 or fp32) for faster CPU prediction and start-up."""
+    application = _application(DEFAULT_ARTIFACTS, None, allow_external_models)
+    result = application.export_model(
+        model_path, output_dir=output_dir, precision=precision.value, data_file=data_file, text_column=text_column,
+        text_pair_column=text_pair_column, encoding=encoding, rows=rows, min_agreement=min_agreement, force=force)
+    check = result.check
+    out.print(f"ONNX export ({result.precision}) -> [bold]{result.directory}[/] in {result.seconds:.0f} s; same label "
+              f"as the fp32 model on {check['label_agreement']:.2%} of {check['rows']} check rows "
+              f"(max |dp| {check['max_abs_probability_difference']:.4f})")
 
 
 @app.command("evaluate-prediction")

@@ -10,6 +10,7 @@ from typing import Any
 from mlops.catalog import DEFAULT_CONFIG_DIR, ModelCatalog
 from mlops.errors import DataError, ExperimentError
 from mlops.experiment_service import Columns, Experiment, ExperimentService, RunType, read_json
+from mlops.export import ExportResult, Runtime, export_model, runtime_folder
 from mlops.prediction import (DEFAULT_CHUNK_ROWS, PredictionSummary, estimate_data_rows, evaluate_predictions,
                               load_model_folder, predict_file, predict_texts)
 from mlops.provenance import PROJECT_ROOT
@@ -71,18 +72,23 @@ class Application:
         return self.runner.train_final_model(experiment_id, self.catalog.resolve(model_config_name),
                                              model_output_dir=model_output_dir, force=force)
 
-    def load_model(self, model_path: Path):
-        return load_model_folder(model_path, device=self.device, allow_external=self.allow_external_models)
+    def load_model(self, model_path: Path, runtime: Runtime = "auto"):
+        folder = runtime_folder(model_path, runtime, self.device)
+        return load_model_folder(folder, device=self.device, allow_external=self.allow_external_models)
+
+    def export_model(self, model_path: Path, **options) -> ExportResult:
+        return export_model(model_path, allow_external=self.allow_external_models, **options)
 
     def predict_new(self, model_path: Path, input_file: Path, output_file: Path | None, *, text_column: str = "text",
                     text_pair_column: str | None = None, encoding: str = "utf-8", force: bool = False,
-                    chunk_rows: int = DEFAULT_CHUNK_ROWS, on_start=None, on_progress=None) -> PredictionSummary:
+                    chunk_rows: int = DEFAULT_CHUNK_ROWS, runtime: Runtime = "auto", on_start=None,
+                    on_progress=None) -> PredictionSummary:
         output_file = output_file or self.default_prediction_path(input_file)
         if not Path(input_file).is_file():  # cheap checks before the (possibly slow) model load
             raise DataError(f"input file {input_file} does not exist; check --input-file.")
         if Path(output_file).exists() and not force:
             raise ExperimentError(f"{output_file} already exists; pass --force to overwrite it or choose --output-file.")
-        loaded = self.load_model(model_path)
+        loaded = self.load_model(model_path, runtime)
         if on_start:
             on_start(estimate_data_rows(Path(input_file)) if Path(input_file).is_file() else None)
         return predict_file(loaded, input_file, output_file, text_column=text_column,
@@ -92,8 +98,8 @@ class Application:
     def default_prediction_path(self, input_file: Path) -> Path:
         return self.service.artifacts_dir / "predictions" / f"{Path(input_file).stem}_predictions.csv"
 
-    def predict_text(self, model_path: Path, text: str, text_pair: str | None = None):
-        loaded = self.load_model(model_path)
+    def predict_text(self, model_path: Path, text: str, text_pair: str | None = None, runtime: Runtime = "auto"):
+        loaded = self.load_model(model_path, runtime)
         return predict_texts(loaded, [text], [text_pair] if text_pair is not None else None)[0]
 
     def evaluate_prediction(self, predictions_file: Path, ground_truth_file: Path, **options) -> dict[str, Any]:

@@ -103,3 +103,14 @@ class ModelInterface(ABC):
     def runtime_info(self) -> dict[str, Any]:
         """Facts about how the model ran (device, precision...) for the run's manifest."""
         return {}
+
+    def export_onnx(self, directory: Path, *, precision: str, calibration: TextDataset, check: TextDataset,
+                    min_agreement: float) -> dict[str, Any]:
+        """Write a self-contained ONNX Runtime export into ``directory`` (exists, empty) and return its facts.
+
+        The facts must name the ModelInterface that loads the export (``module_path``, ``class_name``)
+        and how it compares with this model on ``check`` rows.
+        """
+        from mlops.errors import ModelError
+
+        raise ModelError(f"{type(self).__name__} has no ONNX export; export a Hugging Face encoder model instead.")

@@ -288,6 +288,8 @@ class ExperimentRunner:
                 "seed": experiment.seed,
                 "input_file": experiment.info["input_file"],
                 "input_sha256": experiment.info["input_sha256"],
+                "columns": experiment.info["columns"],
+                "encoding": experiment.info.get("encoding", "utf-8"),
                 "split_parameters": experiment.info["split_parameters"],
                 "rows": {"train": len(train), "val": len(val)},
                 "validation_metrics_note": "on the final model's own validation split, used for early stopping: "

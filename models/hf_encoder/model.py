@@ -41,6 +41,7 @@ from models.hf_common.training import (
     PrecisionChoice,
     ThreadBudget,
     autocast,
+    available_cores,
     class_weight_vector,
     length_grouped_batches,
     length_sorted_batches,
@@ -647,6 +648,88 @@ class HFEncoderClassifier(ModelInterface):
         loaded._info.update(max_length=loaded._max_length, save_mode=loaded._save_mode,
                             model_source=meta.get("model_source"))
         return loaded
+
+    # --- ONNX export -----------------------------------------------------------------------------------------
+
+    def export_onnx(self, directory: Path, *, precision: str, calibration: TextDataset, check: TextDataset,
+                    min_agreement: float) -> dict[str, Any]:
+        """fp32 or checked int8 ONNX Runtime export, loaded by ``models.onnx_encoder.model`` (see onnx_export)."""
+        import copy
+
+        from models.hf_encoder import onnx_export
+        from models.onnx_encoder.model import (
+            EXPORT_FILE,
+            EXPORT_FORMAT,
+            TOKENIZER_FILE,
+            OnnxEncoderClassifier,
+            open_session,
+        )
+
+        model = self._require_fitted()
+        if not getattr(self._tokenizer, "is_fast", False):
+            raise ModelError("ONNX export needs a fast (tokenizers) tokenizer; this model's tokenizer is a slow one.")
+        if self._device != "cpu":
+            raise ModelError("load the model on the CPU (--device cpu) to export it.")
+        if hasattr(model, "merge_and_unload"):  # a LoRA adapter: export the merged weights
+            model = copy.deepcopy(model).merge_and_unload()
+        model.eval()
+        directory = Path(directory)
+        backend = copy.deepcopy(self._tokenizer.backend_tokenizer)
+        backend.no_padding()
+        backend.no_truncation()
+        backend.save(str(directory / TOKENIZER_FILE))
+        cal_texts, cal_pairs = _columns(calibration)
+
+        def encode(rows, _which):
+            return self._encode(cal_texts, cal_pairs, np.asarray(rows))
+
+        saved_precision, self._precision = self._precision, "fp32"
+        try:
+            reference, _ = self._predict(check)
+        finally:
+            self._precision = saved_precision
+        runtime_config = ModelConfig(module_path="models.onnx_encoder.model", class_name="OnnxEncoderClassifier",
+                                     model_name=self.config.model_name,
+                                     description=f"ONNX Runtime export of {self.config.model_name}")
+
+        def predict_onnx(path: Path) -> np.ndarray:
+            from tokenizers import Tokenizer
+
+            runtime = OnnxEncoderClassifier.from_parts(
+                runtime_config, open_session(path, available_cores()),
+                Tokenizer.from_file(str(directory / TOKENIZER_FILE)), labels=self.labels,
+                max_length=self._max_length, uses_text_pairs=self._uses_pairs,
+                pad_token_id=self._tokenizer.pad_token_id)
+            return runtime.predict_proba(check)
+
+        with quiet_transformers():
+            outcome = onnx_export.export_encoder(
+                model, encode, directory=directory, precision=precision, calibration_rows=len(cal_texts),
+                reference_proba=reference, predict_onnx=predict_onnx, min_agreement=min_agreement)
+        meta = {
+            "format": EXPORT_FORMAT,
+            "onnx_file": outcome.onnx_file.name,
+            "precision": outcome.precision,
+            "labels": self.labels,
+            "max_length": self._max_length,
+            "uses_text_pairs": self._uses_pairs,
+            "pad_token_id": self._tokenizer.pad_token_id,
+            "input_names": outcome.input_names,
+            "opset": onnx_export.OPSET,
+        }
+        (directory / EXPORT_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        return {
+            "module_path": runtime_config.module_path,
+            "class_name": runtime_config.class_name,
+            "precision": outcome.precision,
+            "requested_precision": precision,
+            "check_against_fp32_torch": outcome.check,
+            "attempts": outcome.attempts,
+            "fp32_linears": outcome.fp32_linears,
+            "smoothing_alpha": onnx_export.SMOOTHING_ALPHA if outcome.precision == "int8" else None,
+            "calibration_rows": len(cal_texts),
+            "seconds": round(outcome.seconds, 2),
+        }
 
     def runtime_info(self) -> dict[str, Any]:
         info = dict(self._info)

@@ -1,0 +1,193 @@
+"""`export-model`: an ONNX Runtime copy of a saved model, checked against it on real rows.
+
+The export goes to ``<model folder>/onnx`` by default, where ``predict-new --runtime auto`` picks it up
+on the CPU. It is written into a scratch folder and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from mlops.config import ModelConfig
+from mlops.errors import DataError, ExperimentError
+from mlops.experiment_service import read_json, staged_directory, write_json
+from mlops.model_interface import TextDataset
+from mlops.prediction import load_model_folder
+from mlops.provenance import environment_manifest
+from mlops.runner import MANIFEST_FILE, MODEL_FILE, write_model_descriptor
+
+logger = logging.getLogger(__name__)
+
+EXPORT_DIR = "onnx"
+ExportPrecision = Literal["auto", "int8", "fp32"]
+Runtime = Literal["auto", "torch", "onnx"]
+CALIBRATION_ROWS = 512
+MIN_CHECK_ROWS = 200
+
+
+@dataclass
+class ExportResult:
+    directory: Path
+    precision: str
+    check: dict[str, Any]
+    seconds: float
+
+
+def source_fingerprint(model_dir: Path) -> str:
+    """What identifies the saved model an export was made from: its manifest (unique per training run)."""
+    from mlops.dataset import file_sha256
+
+    for name in (MANIFEST_FILE, MODEL_FILE):
+        if (model_dir / name).is_file():
+            return file_sha256(model_dir / name)
+    raise ExperimentError(f"{model_dir} has neither {MANIFEST_FILE} nor {MODEL_FILE}.")
+
+
+def _sample_rows(data_file: Path, text_column: str, text_pair_column: str | None, encoding: str, rows: int,
+                 seed: int) -> tuple[TextDataset, TextDataset]:
+    """Disjoint calibration and check rows drawn at random from ``data_file`` (non-empty, distinct texts)."""
+    from mlops.dataset import read_table, require_columns
+
+    columns = [text_column] + ([text_pair_column] if text_pair_column else [])
+    frame = read_table(data_file, encoding)
+    require_columns(list(frame.columns), {"--text-column": text_column, "--text-pair-column": text_pair_column},
+                    data_file)
+    frame = frame[columns].fillna("").astype(str)
+    frame = frame[frame[text_column].str.strip() != ""].drop_duplicates()
+    n_calibration = min(CALIBRATION_ROWS, len(frame) // 3)
+    if len(frame) - n_calibration < MIN_CHECK_ROWS:
+        raise DataError(f"{data_file} has {len(frame)} distinct non-empty texts; the export needs at least "
+                        f"{MIN_CHECK_ROWS + MIN_CHECK_ROWS // 2} to calibrate and check against. Pass a larger "
+                        "--data-file (the training data is a good choice).")
+    order = np.random.default_rng(seed).permutation(len(frame))
+    picked = frame.iloc[order[: n_calibration + rows]]
+
+    def dataset(part):
+        return TextDataset(texts=part[text_column].tolist(),
+                           text_pairs=part[text_pair_column].tolist() if text_pair_column else None)
+
+    return dataset(picked.iloc[:n_calibration]), dataset(picked.iloc[n_calibration:])
+
+
+def export_model(
+    model_dir: Path,
+    *,
+    output_dir: Path | None = None,
+    precision: ExportPrecision = "auto",
+    data_file: Path | None = None,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    encoding: str | None = None,
+    rows: int = 2000,
+    min_agreement: float = 0.995,
+    force: bool = False,
+    allow_external: bool = False,
+    seed: int = 0,
+) -> ExportResult:
+    model_dir = Path(model_dir)
+    loaded = load_model_folder(model_dir, device="cpu", allow_external=allow_external)
+    if not 0.0 < min_agreement <= 1.0:
+        raise ExperimentError(f"--min-agreement must be in (0, 1]; found {min_agreement}.")
+    if rows < MIN_CHECK_ROWS:
+        raise ExperimentError(f"--rows must be at least {MIN_CHECK_ROWS}; found {rows}.")
+    output_dir = Path(output_dir) if output_dir else model_dir / EXPORT_DIR
+    if output_dir.exists() and not force:
+        raise ExperimentError(f"{output_dir} already exists; pass --force to replace it or choose --output-dir.")
+    manifest = read_json(model_dir / MANIFEST_FILE) if (model_dir / MANIFEST_FILE).is_file() else {}
+    columns = manifest.get("columns") or {}
+    if data_file is None:
+        recorded = manifest.get("input_file")
+        if not recorded or not Path(recorded).is_file():
+            raise ExperimentError(
+                f"pass --data-file: rows like the ones the model will label, to calibrate and check the export "
+                f"on ({model_dir / MANIFEST_FILE} names no training file that exists here: {recorded!r})."
+            )
+        data_file = Path(recorded)
+    text_column = text_column or columns.get("text") or "text"
+    if text_pair_column is None and loaded.needs_text_pair:
+        text_pair_column = columns.get("text_pair")
+        if not text_pair_column:
+            raise ExperimentError(f"{model_dir} was trained on sentence pairs; pass --text-pair-column.")
+    if text_pair_column and not loaded.needs_text_pair:
+        raise ExperimentError(f"{model_dir} was trained on single texts; drop --text-pair-column.")
+    calibration, check = _sample_rows(data_file, text_column, text_pair_column,
+                                      encoding or manifest.get("encoding") or "utf-8", rows, seed)
+    with staged_directory(output_dir, replace=force) as scratch:
+        facts = loaded.model.export_onnx(scratch, precision=precision, calibration=calibration, check=check,
+                                         min_agreement=min_agreement)
+        config = ModelConfig(module_path=facts.pop("module_path"), class_name=facts.pop("class_name"),
+                             model_name=loaded.info["model_config"].get("model_name"),
+                             description=f"ONNX Runtime export ({facts['precision']}) of {model_dir}")
+        write_model_descriptor(scratch, f"{loaded.info.get('config_name', 'model')}-onnx", config, loaded.labels,
+                               text_pair=loaded.needs_text_pair)
+        write_json(scratch / MANIFEST_FILE, {
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "kind": "onnx_export",
+            "source_model_dir": str(model_dir.resolve()),
+            "source_fingerprint": source_fingerprint(model_dir),
+            "data_file": str(Path(data_file).resolve()),
+            "seed": seed,
+            "min_agreement": min_agreement,
+            **facts,
+            "environment": environment_manifest(),
+        })
+    logger.info("ONNX export (%s) written to %s", facts["precision"], output_dir)
+    return ExportResult(output_dir, facts["precision"], facts["check_against_fp32_torch"], facts["seconds"])
+
+
+def export_for(model_dir: Path) -> Path | None:
+    """The export inside ``model_dir`` if there is one made from this very model, else None."""
+    directory = Path(model_dir) / EXPORT_DIR
+    if not (directory / MODEL_FILE).is_file() or not (directory / MANIFEST_FILE).is_file():
+        return None
+    try:
+        recorded = read_json(directory / MANIFEST_FILE).get("source_fingerprint")
+    except (ExperimentError, AttributeError):
+        return None
+    if recorded != source_fingerprint(model_dir):
+        logger.warning("%s was exported from a different model than %s; ignoring it (re-run export-model)",
+                       directory, model_dir)
+        return None
+    return directory
+
+
+def _gpu_present() -> bool:
+    """A cheap look for an NVIDIA GPU without importing torch (auto then prefers the torch model on it)."""
+    return Path("/dev/nvidiactl").exists()
+
+
+def runtime_folder(model_dir: Path, runtime: Runtime, device: str | None) -> Path:
+    """The folder predict-new should load: ``model_dir`` itself or its ONNX export."""
+    model_dir = Path(model_dir)
+    is_export = (model_dir / MANIFEST_FILE).is_file() and _manifest_kind(model_dir) == "onnx_export"
+    if runtime == "torch" or is_export:
+        if is_export and runtime == "torch":
+            raise ExperimentError(f"{model_dir} is an ONNX export; pass the model folder it was exported from "
+                                  "to use --runtime torch.")
+        return model_dir
+    export = export_for(model_dir) if model_dir.is_dir() else None
+    if runtime == "onnx":
+        if export is None:
+            raise ExperimentError(f"{model_dir} has no ONNX export made from it; run `cli export-model --model-dir "
+                                  f"{model_dir}` first, or use --runtime torch.")
+        if device not in (None, "cpu"):
+            raise ExperimentError(f"ONNX exports run on the CPU; drop --device {device} or use --runtime torch.")
+        return export
+    if export is not None and device in (None, "cpu") and not (device is None and _gpu_present()):
+        logger.info("using the ONNX export in %s (--runtime torch to use the torch model)", export)
+        return export
+    return model_dir
+
+
+def _manifest_kind(directory: Path) -> str | None:
+    try:
+        manifest = read_json(directory / MANIFEST_FILE)
+    except ExperimentError:
+        return None
+    return manifest.get("kind") if isinstance(manifest, dict) else None

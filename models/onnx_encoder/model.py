@@ -1,0 +1,154 @@
+"""Prediction with an ONNX Runtime export of a fine-tuned encoder (written by ``cli export-model``).
+
+Inference only, and light: it needs ``onnxruntime``, ``tokenizers`` and numpy, not torch or transformers,
+so ``predict-new --text`` starts in about a second. Each call tokenizes its rows once (Rust, no padding),
+sorts them by length and pads per batch, so batches carry little padding.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from mlops.config import ModelConfig
+from mlops.errors import ModelError
+from mlops.model_interface import FitContext, ModelInterface, TextDataset, TrainingArguments
+
+EXPORT_FILE = "export.json"
+EXPORT_FORMAT = 1
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def open_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxEncoderArguments(TrainingArguments):
+    batch_size: int = Field(default=64, ge=1, description="rows per ONNX Runtime call")
+    num_threads: int | None = Field(default=None, ge=1, description="intra-op threads; default: physical cores")
+
+
+class OnnxEncoderClassifier(ModelInterface):
+    """Loads ``model.onnx`` + ``tokenizer.json`` + ``export.json``; ``fit`` is not supported."""
+
+    training_arguments_class = OnnxEncoderArguments
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self._session = None
+        self._tokenizer = None
+        self._input_names: list[str] = []
+        self._max_length = 0
+        self._uses_pairs = False
+        self._pad_id = 0
+        self._batch_size = 64
+        self._info: dict[str, Any] = {}
+
+    def fit(self, train: TextDataset, val: TextDataset | None = None, *, labels, context: FitContext | None = None):
+        raise ModelError("an ONNX export is for prediction only; train with the model config it was exported from.")
+
+    def save(self, directory: Path) -> None:
+        raise ModelError("an ONNX export is written by `cli export-model`, not saved again.")
+
+    @classmethod
+    def load(cls, directory: Path, config: ModelConfig, *, device: str | None = None) -> OnnxEncoderClassifier:
+        if device not in (None, "cpu"):
+            raise ModelError(f"ONNX exports run on the CPU; device {device!r} was asked for. Use the torch model "
+                             "folder (predict-new --runtime torch) to predict on a GPU.")
+        from tokenizers import Tokenizer
+
+        from models.hf_common.training import available_cores
+
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / EXPORT_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{directory} has no readable {EXPORT_FILE} ({exc}); re-run `cli export-model`.") from None
+        if meta.get("format") != EXPORT_FORMAT:
+            raise ModelError(f"{directory / EXPORT_FILE} has format {meta.get('format')!r}, expected "
+                             f"{EXPORT_FORMAT}; re-run `cli export-model` with this version of the tool.")
+        args: OnnxEncoderArguments = OnnxEncoderArguments.model_validate(config.training_arguments)
+        threads = args.num_threads or available_cores()
+        try:
+            tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+            session = open_session(directory / meta["onnx_file"], threads)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime and tokenizers raise their own exception types
+            raise ModelError(f"cannot load the ONNX export in {directory}: {type(exc).__name__}: {exc}") from None
+        loaded = cls.from_parts(config, session, tokenizer, labels=meta["labels"], max_length=meta["max_length"],
+                                uses_text_pairs=meta["uses_text_pairs"], pad_token_id=meta.get("pad_token_id"))
+        loaded._info.update(precision=meta["precision"], threads=threads)
+        return loaded
+
+    @classmethod
+    def from_parts(cls, config: ModelConfig, session, tokenizer, *, labels, max_length: int, uses_text_pairs: bool,
+                   pad_token_id: int | None) -> OnnxEncoderClassifier:
+        """A classifier around an open session and a ``tokenizers.Tokenizer`` (used by the export's own check)."""
+        import onnxruntime as ort
+
+        model = cls(config)
+        model.labels = [str(label) for label in labels]
+        model._max_length = int(max_length)
+        model._uses_pairs = bool(uses_text_pairs)
+        model._pad_id = int(pad_token_id or 0)
+        model._batch_size = OnnxEncoderArguments.model_validate(config.training_arguments).batch_size
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(model._max_length)
+        model._tokenizer, model._session = tokenizer, session
+        model._input_names = [node.name for node in session.get_inputs()]
+        model._info = {"device": "cpu", "runtime": f"onnxruntime {ort.__version__}", "max_length": model._max_length,
+                       "truncated": {"predict": 0}}
+        return model
+
+    def _encode_all(self, data: TextDataset) -> tuple[list[list[int]], list[list[int]]]:
+        texts = [str(text) for text in data.texts]
+        if data.text_pairs is not None:
+            encodings = self._tokenizer.encode_batch(list(zip(texts, map(str, data.text_pairs), strict=True)))
+        else:
+            encodings = self._tokenizer.encode_batch(texts)
+        self._info["truncated"]["predict"] += sum(1 for encoding in encodings if encoding.overflowing)
+        return [encoding.ids for encoding in encodings], [encoding.type_ids for encoding in encodings]
+
+    def predict_proba(self, data: TextDataset) -> np.ndarray:
+        if self._session is None:
+            raise ModelError("the ONNX model is not loaded: call load() first.")
+        if (data.text_pairs is not None) != self._uses_pairs:
+            trained = "sentence pairs" if self._uses_pairs else "single texts"
+            raise ModelError(f"the model was trained on {trained}; pass the same text columns as in training.")
+        out = np.empty((len(data), len(self.labels)), dtype=np.float64)
+        if len(data) == 0:
+            return out
+        ids, type_ids = self._encode_all(data)
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        order = np.argsort(-lengths, kind="stable")
+        for start in range(0, len(order), self._batch_size):
+            rows = order[start:start + self._batch_size]
+            width = int(lengths[rows[0]])
+            feed = {
+                "input_ids": np.full((len(rows), width), self._pad_id, dtype=np.int64),
+                "attention_mask": np.zeros((len(rows), width), dtype=np.int64),
+                "token_type_ids": np.zeros((len(rows), width), dtype=np.int64),
+            }
+            for i, row in enumerate(rows):
+                n = lengths[row]
+                feed["input_ids"][i, :n] = ids[row]
+                feed["attention_mask"][i, :n] = 1
+                feed["token_type_ids"][i, :n] = type_ids[row]
+            logits = self._session.run(None, {name: feed[name] for name in self._input_names})[0].astype(np.float64)
+            logits -= logits.max(axis=1, keepdims=True)
+            np.exp(logits, out=logits)
+            out[rows] = logits / logits.sum(axis=1, keepdims=True)
+        return out
+
+    def runtime_info(self) -> dict[str, Any]:
+        info = dict(self._info)
+        info["truncated"] = dict(self._info.get("truncated", {}))
+        return info
