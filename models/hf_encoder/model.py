@@ -680,7 +680,7 @@ class HFEncoderClassifier(ModelInterface):
         backend.save(str(directory / TOKENIZER_FILE))
         cal_texts, cal_pairs = _columns(calibration)
 
-        def encode(rows, _which):
+        def encode(rows):
             return self._encode(cal_texts, cal_pairs, np.asarray(rows))
 
         saved_precision, self._precision = self._precision, "fp32"
@@ -715,6 +715,8 @@ class HFEncoderClassifier(ModelInterface):
             "uses_text_pairs": self._uses_pairs,
             "pad_token_id": self._tokenizer.pad_token_id,
             "input_names": outcome.input_names,
+            "rescore": ({"onnx_file": onnx_export.RESCORE_FILE, "margin_below": outcome.rescore_margin_below}
+                        if outcome.rescore_margin_below else None),
             "opset": onnx_export.OPSET,
         }
         (directory / EXPORT_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -725,7 +727,7 @@ class HFEncoderClassifier(ModelInterface):
             "requested_precision": precision,
             "check_against_fp32_torch": outcome.check,
             "attempts": outcome.attempts,
-            "fp32_linears": outcome.fp32_linears,
+            "rescore_margin_below": outcome.rescore_margin_below,
             "smoothing_alpha": onnx_export.SMOOTHING_ALPHA if outcome.precision == "int8" else None,
             "calibration_rows": len(cal_texts),
             "seconds": round(outcome.seconds, 2),

@@ -2,7 +2,8 @@
 
 Inference only, and light: it needs ``onnxruntime``, ``tokenizers`` and numpy, not torch or transformers,
 so ``predict-new --text`` starts in about a second. Each call tokenizes its rows once (Rust, no padding),
-sorts them by length and pads per batch, so batches carry little padding.
+sorts them by length and pads per batch, so batches carry little padding. An int8 export may carry the
+exact fp32 graph too: rows whose int8 top-two margin is under the export's threshold are re-scored with it.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class OnnxEncoderClassifier(ModelInterface):
         self._uses_pairs = False
         self._pad_id = 0
         self._batch_size = 64
+        self._rescore_session = None
+        self._rescore_below = 0.0
         self._info: dict[str, Any] = {}
 
     def fit(self, train: TextDataset, val: TextDataset | None = None, *, labels, context: FitContext | None = None):
@@ -81,11 +84,16 @@ class OnnxEncoderClassifier(ModelInterface):
         try:
             tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
             session = open_session(directory / meta["onnx_file"], threads)
+            rescore = meta.get("rescore")
+            rescore_session = open_session(directory / rescore["onnx_file"], threads) if rescore else None
         except Exception as exc:  # noqa: BLE001 - onnxruntime and tokenizers raise their own exception types
             raise ModelError(f"cannot load the ONNX export in {directory}: {type(exc).__name__}: {exc}") from None
         loaded = cls.from_parts(config, session, tokenizer, labels=meta["labels"], max_length=meta["max_length"],
                                 uses_text_pairs=meta["uses_text_pairs"], pad_token_id=meta.get("pad_token_id"))
-        loaded._info.update(precision=meta["precision"], threads=threads)
+        if rescore_session is not None:
+            loaded._rescore_session, loaded._rescore_below = rescore_session, float(rescore["margin_below"])
+        loaded._info.update(precision=meta["precision"], threads=threads,
+                            rescore_margin_below=loaded._rescore_below or None)
         return loaded
 
     @classmethod
@@ -128,25 +136,35 @@ class OnnxEncoderClassifier(ModelInterface):
             return out
         ids, type_ids = self._encode_all(data)
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        order = np.argsort(-lengths, kind="stable")
+        self._score(self._session, ids, type_ids, lengths, np.arange(len(ids)), out)
+        if self._rescore_session is not None:
+            top = np.partition(out, -2, axis=1) if out.shape[1] > 1 else np.ones((len(out), 2))
+            uncertain = np.flatnonzero(top[:, -1] - top[:, -2] < self._rescore_below)
+            if len(uncertain):
+                self._score(self._rescore_session, ids, type_ids, lengths, uncertain, out)
+            self._info["rescored_rows"] = self._info.get("rescored_rows", 0) + len(uncertain)
+        return out
+
+    def _score(self, session, ids, type_ids, lengths: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+        """Probabilities of ``rows`` into ``out``, in length-sorted batches padded to their longest row."""
+        order = rows[np.argsort(-lengths[rows], kind="stable")]
         for start in range(0, len(order), self._batch_size):
-            rows = order[start:start + self._batch_size]
-            width = int(lengths[rows[0]])
+            batch = order[start:start + self._batch_size]
+            width = int(lengths[batch[0]])
             feed = {
-                "input_ids": np.full((len(rows), width), self._pad_id, dtype=np.int64),
-                "attention_mask": np.zeros((len(rows), width), dtype=np.int64),
-                "token_type_ids": np.zeros((len(rows), width), dtype=np.int64),
+                "input_ids": np.full((len(batch), width), self._pad_id, dtype=np.int64),
+                "attention_mask": np.zeros((len(batch), width), dtype=np.int64),
+                "token_type_ids": np.zeros((len(batch), width), dtype=np.int64),
             }
-            for i, row in enumerate(rows):
+            for i, row in enumerate(batch):
                 n = lengths[row]
                 feed["input_ids"][i, :n] = ids[row]
                 feed["attention_mask"][i, :n] = 1
                 feed["token_type_ids"][i, :n] = type_ids[row]
-            logits = self._session.run(None, {name: feed[name] for name in self._input_names})[0].astype(np.float64)
+            logits = session.run(None, {name: feed[name] for name in self._input_names})[0].astype(np.float64)
             logits -= logits.max(axis=1, keepdims=True)
             np.exp(logits, out=logits)
-            out[rows] = logits / logits.sum(axis=1, keepdims=True)
-        return out
+            out[batch] = logits / logits.sum(axis=1, keepdims=True)
 
     def runtime_info(self) -> dict[str, Any]:
         info = dict(self._info)
