@@ -8,11 +8,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from mlops.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ def _separator(path: Path) -> str:
 @contextmanager
 def _reading(path: Path, encoding: str) -> Iterator[None]:
     """Turn every way reading a table can fail into one DataError naming the file and the fix."""
+    import pandas as pd
     import pyarrow as pa
 
     try:
@@ -68,6 +72,8 @@ def _reading(path: Path, encoding: str) -> Iterator[None]:
 
 def read_table(path: Path, encoding: str = "utf-8", columns: list[str] | None = None) -> pd.DataFrame:
     """Read a whole CSV/TSV/Parquet file, turning parser problems into DataError."""
+    import pandas as pd
+
     _check_readable(path)
     with _reading(path, encoding):
         if _is_parquet(path):
@@ -77,6 +83,8 @@ def read_table(path: Path, encoding: str = "utf-8", columns: list[str] | None = 
 
 
 def table_columns(path: Path, encoding: str = "utf-8") -> list[str]:
+    import pandas as pd
+
     _check_readable(path)
     with _reading(path, encoding):
         if _is_parquet(path):
@@ -88,6 +96,8 @@ def table_columns(path: Path, encoding: str = "utf-8") -> list[str]:
 
 def iter_table_chunks(path: Path, chunk_rows: int, encoding: str = "utf-8") -> Iterator[pd.DataFrame]:
     """Yield the file in chunks of at most ``chunk_rows`` rows, never holding it all in memory."""
+    import pandas as pd
+
     _check_readable(path)
     with _reading(path, encoding):
         if _is_parquet(path):
@@ -144,6 +154,8 @@ def load_labelled_data(
     strict: bool = False,
 ) -> LabelledData:
     """Load and clean a labelled table; rows with empty text or label are dropped (or refused if strict)."""
+    import pandas as pd
+
     columns = table_columns(path, encoding)
     require_columns(
         columns,

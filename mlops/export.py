@@ -91,7 +91,6 @@ def export_model(
     seed: int = 0,
 ) -> ExportResult:
     model_dir = Path(model_dir)
-    loaded = load_model_folder(model_dir, device="cpu", allow_external=allow_external)
     if not 0.0 < min_agreement <= 1.0:
         raise ExperimentError(f"--min-agreement must be in (0, 1]; found {min_agreement}.")
     if rows < MIN_CHECK_ROWS:
@@ -99,6 +98,13 @@ def export_model(
     output_dir = Path(output_dir) if output_dir else model_dir / EXPORT_DIR
     if output_dir.exists() and not force:
         raise ExperimentError(f"{output_dir} already exists; pass --force to replace it or choose --output-dir.")
+    if output_dir.resolve() in (model_dir.resolve(), *model_dir.resolve().parents):
+        raise ExperimentError(f"--output-dir {output_dir} would contain the model folder it is exported from; "
+                              "choose another folder.")
+    if output_dir.exists() and _manifest_kind(output_dir) != "onnx_export":
+        raise ExperimentError(f"{output_dir} exists and is not an ONNX export; --force replaces only an earlier "
+                              "export. Choose another --output-dir.")
+    loaded = load_model_folder(model_dir, device="cpu", allow_external=allow_external)
     manifest = read_json(model_dir / MANIFEST_FILE) if (model_dir / MANIFEST_FILE).is_file() else {}
     columns = manifest.get("columns") or {}
     if data_file is None:

@@ -7,14 +7,16 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from mlops.config import ModelConfig
 from mlops.errors import MlopsError, ModelError
 from mlops.model_interface import FitContext, ModelInterface, TextDataset
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,8 @@ def compute_metrics(
 def predictions_frame(
     row_ids: np.ndarray, data: TextDataset, proba: np.ndarray, labels: Sequence[str]
 ) -> pd.DataFrame:
+    import pandas as pd
+
     frame = pd.DataFrame({"row_id": row_ids, "text": list(data.texts)})
     if data.text_pairs is not None:
         frame["text_pair"] = list(data.text_pairs)

@@ -48,7 +48,7 @@ def cli(artifacts: Path):
 
     def invoke(*args: str, artifacts_dir: Path | None = artifacts, expect: int | None = 0):
         argv = list(args)
-        if artifacts_dir is not None and args and args[0] not in ("evaluate-prediction",):
+        if artifacts_dir is not None and args and args[0] not in ("evaluate-prediction", "export-model"):
             argv += ["--artifacts-dir", str(artifacts_dir)]
         result = runner.invoke(app, argv, catch_exceptions=False)
         if expect is not None:
