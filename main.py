@@ -336,7 +336,7 @@ def export_model(
         "--data-file", help="Rows to calibrate and check on (default: the model's training file).")] = None,
     text_column: Annotated[Optional[str], typer.Option("--text-column", help="Default: as in training.")] = None,
     text_pair_column: Annotated[Optional[str], typer.Option("--text-pair-column")] = None,
-    rows: Annotated[int, typer.Option("--rows", min=1, help="Check rows (plus up to 512 calibration rows).")] = 2000,
+    rows: Annotated[int, typer.Option("--rows", min=1, help="Check rows (plus up to 512 calibration rows).")] = 4000,
     min_agreement: Annotated[float, typer.Option(
         "--min-agreement", help="Share of check rows where int8 must give the fp32 model's label.")] = 0.995,
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Default: <model-path>/onnx, "

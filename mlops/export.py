@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,7 +84,7 @@ def export_model(
     text_column: str | None = None,
     text_pair_column: str | None = None,
     encoding: str | None = None,
-    rows: int = 2000,
+    rows: int = 4000,
     min_agreement: float = 0.995,
     force: bool = False,
     allow_external: bool = False,
@@ -133,7 +133,7 @@ def export_model(
         write_model_descriptor(scratch, f"{loaded.info.get('config_name', 'model')}-onnx", config, loaded.labels,
                                text_pair=loaded.needs_text_pair)
         write_json(scratch / MANIFEST_FILE, {
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "kind": "onnx_export",
             "source_model_dir": str(model_dir.resolve()),
             "source_fingerprint": source_fingerprint(model_dir),

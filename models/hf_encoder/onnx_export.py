@@ -154,7 +154,7 @@ def quantize_int8(source: Path, target: Path) -> None:
 
 def agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
     return {
-        "rows": int(len(reference)),
+        "rows": len(reference),
         "label_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()) if len(reference) else 1.0,
         "max_abs_probability_difference": float(np.abs(reference - candidate).max()) if len(reference) else 0.0,
         "mean_abs_probability_difference": float(np.abs(reference - candidate).mean()) if len(reference) else 0.0,

@@ -17,7 +17,12 @@ from pydantic import Field
 
 from mlops.config import ModelConfig
 from mlops.errors import ModelError
-from mlops.model_interface import FitContext, ModelInterface, TextDataset, TrainingArguments
+from mlops.model_interface import (
+    FitContext,
+    ModelInterface,
+    TextDataset,
+    TrainingArguments,
+)
 
 EXPORT_FILE = "export.json"
 EXPORT_FORMAT = 1
