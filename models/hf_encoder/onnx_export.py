@@ -8,9 +8,9 @@ two guards against the activation outliers that make BERT-style models hard to q
   (a = 0.8, amax measured on calibration rows) and its weight columns multiplied by ``s``, which moves the
   outliers into the per-channel-quantized weights;
 * rows whose int8 top-two probability margin is small are re-scored with the exact fp32 graph (a
-  cascade): the margin is the smallest that gives the fp32 model's label on half the allowed
-  disagreement (99.75% for a 99.5% target) of one half of the check rows; the agreement reported and
-  required is measured on the other half.
+  cascade): the margin is the smallest that leaves a quarter of the allowed disagreement (99.875% for a
+  99.5% target) on one half of the check rows; the agreement reported and required is measured on the
+  other half.
 
 Attention score matmuls, embeddings, the pooler and the classifier head stay fp32. On MR reviews,
 per-tensor int8 alone flips 0.5-1.5% of labels (rows near the decision boundary) whatever the smoothing,
@@ -221,7 +221,9 @@ def export_encoder(
         smoothed_path.unlink(missing_ok=True)
     half = len(reference_proba) // 2
     tune, check = slice(0, half), slice(half, None)
-    tune_target = 1.0 - (1.0 - min_agreement) / 2  # stricter on the tuning half, so the held-back half passes too
+    # Much stricter on the tuning half: label flips are rare, so a margin that only just passes on one half
+    # often fails on the other (measured: 0.02 passed 99.75% on one half of 3,488 rows, gave 99.48% on the other).
+    tune_target = 1.0 - (1.0 - min_agreement) / 4
     margin_below = next((m for m in RESCORE_MARGINS if agreement(
         reference_proba[tune], cascade(int8_proba[tune], fp32_proba[tune], m))["label_agreement"] >= tune_target),
         None)
