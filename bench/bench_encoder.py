@@ -161,15 +161,12 @@ def fp32_hand_loop(model_folder: Path, texts: list[str], max_length: int) -> tup
     return len(texts) / (time.perf_counter() - started), labels
 
 
-def predict_new_rows_per_s(model_folder: Path, source: Path, runtime: str) -> tuple[float, np.ndarray]:
-    """Our predict-new path (CSV in, CSV out) with the given runtime."""
-    from mlops.app import Application
+def predict_new_rows_per_s(model_folder: Path, source: Path, name: str) -> tuple[float, np.ndarray]:
+    """Our predict-new path (CSV in, CSV out) with the model folder given (torch model or ONNX export)."""
+    from mlops.prediction import load_model_folder, predict_file
 
-    application = Application(Path(tempfile.mkdtemp()))
-    loaded = application.load_model(model_folder, runtime)
-    from mlops.prediction import predict_file
-
-    target = source.with_name(f"out-{runtime}.csv")
+    loaded = load_model_folder(model_folder, device="cpu")
+    target = source.with_name(f"out-{name}.csv")
     started = time.perf_counter()
     summary = predict_file(loaded, source, target, force=True)
     rows_per_s = summary.rows / (time.perf_counter() - started)
@@ -186,15 +183,16 @@ def bench_prediction(model_folder: Path, texts: list[str], train_texts: pd.DataF
         source, export_data = Path(tmp) / "in.csv", Path(tmp) / "train.csv"
         pd.DataFrame({"text": texts}).to_csv(source, index=False)
         train_texts.to_csv(export_data, index=False)
-        exported = export_model(model_folder, data_file=export_data, force=True)
+        # into a scratch folder: a --model-folder's own export is left alone
+        exported = export_model(model_folder, data_file=export_data, output_dir=Path(tmp) / "onnx")
         results["export"] = {"precision": exported.precision, "seconds": exported.seconds, "check": exported.check}
         # Interleaved rounds (baseline, torch, ONNX), so machine noise hits all three alike; medians are reported.
         runs: dict[str, list[float]] = {"fp32_loop": [], "torch": [], "onnx": []}
         for _ in range(args.repeats):
             rows_per_s, hand = fp32_hand_loop(model_folder, texts, args.max_length)
             runs["fp32_loop"].append(rows_per_s)
-            for runtime in ("torch", "onnx"):
-                rows_per_s, labels = predict_new_rows_per_s(model_folder, source, runtime)
+            for runtime, folder in (("torch", model_folder), ("onnx", exported.directory)):
+                rows_per_s, labels = predict_new_rows_per_s(folder, source, runtime)
                 runs[runtime].append(rows_per_s)
                 results[runtime] = {"label_agreement_with_fp32_loop": float((labels == hand).mean())}
         results["runs"] = runs

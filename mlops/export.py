@@ -15,7 +15,8 @@ from typing import Any, Literal
 import numpy as np
 
 from mlops.config import ModelConfig
-from mlops.errors import DataError, ExperimentError
+from mlops.dataset import file_sha256
+from mlops.errors import DataError, ExperimentError, MlopsError, ModelError
 from mlops.experiment_service import read_json, staged_directory, write_json
 from mlops.model_interface import TextDataset
 from mlops.prediction import load_model_folder
@@ -40,13 +41,21 @@ class ExportResult:
 
 
 def source_fingerprint(model_dir: Path) -> str:
-    """What identifies the saved model an export was made from: its manifest (unique per training run)."""
-    from mlops.dataset import file_sha256
+    """What identifies the saved model an export was made from: its manifest and descriptor, and the
+    names and sizes of its files (a retrained or hand-edited folder gets a new fingerprint)."""
+    import hashlib
 
+    digest = hashlib.sha256()
+    found = False
     for name in (MANIFEST_FILE, MODEL_FILE):
         if (model_dir / name).is_file():
-            return file_sha256(model_dir / name)
-    raise ExperimentError(f"{model_dir} has neither {MANIFEST_FILE} nor {MODEL_FILE}.")
+            digest.update((model_dir / name).read_bytes())
+            found = True
+    if not found:
+        raise ExperimentError(f"{model_dir} has neither {MANIFEST_FILE} nor {MODEL_FILE}.")
+    for path in sorted(p for p in model_dir.iterdir() if p.is_file()):
+        digest.update(f"{path.name}:{path.stat().st_size};".encode())
+    return digest.hexdigest()
 
 
 def _sample_rows(data_file: Path, text_column: str, text_pair_column: str | None, encoding: str, rows: int,
@@ -67,6 +76,9 @@ def _sample_rows(data_file: Path, text_column: str, text_pair_column: str | None
                         "--data-file (the training data is a good choice).")
     order = np.random.default_rng(seed).permutation(len(frame))
     picked = frame.iloc[order[: n_calibration + rows]]
+    if len(picked) - n_calibration < rows:
+        logger.warning("%s has %d usable rows after %d calibration rows; checking on those instead of --rows %d",
+                       data_file, len(picked) - n_calibration, n_calibration, rows)
 
     def dataset(part):
         return TextDataset(texts=part[text_column].tolist(),
@@ -115,6 +127,9 @@ def export_model(
                 f"on ({model_dir / MANIFEST_FILE} names no training file that exists here: {recorded!r})."
             )
         data_file = Path(recorded)
+        logger.warning("checking the export on rows of the training file %s: the model is surer of rows it was "
+                       "trained on, so label agreement there can be higher than on new data; pass --data-file "
+                       "with unseen rows for a stricter check", data_file)
     text_column = text_column or columns.get("text") or "text"
     if text_pair_column is None and loaded.needs_text_pair:
         text_pair_column = columns.get("text_pair")
@@ -125,8 +140,13 @@ def export_model(
     calibration, check = _sample_rows(data_file, text_column, text_pair_column,
                                       encoding or manifest.get("encoding") or "utf-8", rows, seed)
     with staged_directory(output_dir, replace=force) as scratch:
-        facts = loaded.model.export_onnx(scratch, precision=precision, calibration=calibration, check=check,
-                                         min_agreement=min_agreement)
+        try:
+            facts = loaded.model.export_onnx(scratch, precision=precision, calibration=calibration, check=check,
+                                             min_agreement=min_agreement)
+        except MlopsError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"exporting {model_dir} failed: {type(exc).__name__}: {exc}") from exc
         config = ModelConfig(module_path=facts.pop("module_path"), class_name=facts.pop("class_name"),
                              model_name=loaded.info["model_config"].get("model_name"),
                              description=f"ONNX Runtime export ({facts['precision']}) of {model_dir}")
@@ -138,6 +158,10 @@ def export_model(
             "source_model_dir": str(model_dir.resolve()),
             "source_fingerprint": source_fingerprint(model_dir),
             "data_file": str(Path(data_file).resolve()),
+            "data_sha256": file_sha256(Path(data_file)),
+            "columns": {"text": text_column, "text_pair": text_pair_column},
+            "requested_check_rows": rows,
+            "check_rows_used": len(check),
             "seed": seed,
             "min_agreement": min_agreement,
             **facts,
@@ -180,7 +204,7 @@ def runtime_folder(model_dir: Path, runtime: Runtime, device: str | None) -> Pat
     export = export_for(model_dir) if model_dir.is_dir() else None
     if runtime == "onnx":
         if export is None:
-            raise ExperimentError(f"{model_dir} has no ONNX export made from it; run `cli export-model --model-dir "
+            raise ExperimentError(f"{model_dir} has no ONNX export made from it; run `cli export-model --model-path "
                                   f"{model_dir}` first, or use --runtime torch.")
         if device not in (None, "cpu"):
             raise ExperimentError(f"ONNX exports run on the CPU; drop --device {device} or use --runtime torch.")

@@ -668,6 +668,8 @@ class HFEncoderClassifier(ModelInterface):
         model = self._require_fitted()
         if not getattr(self._tokenizer, "is_fast", False):
             raise ModelError("ONNX export needs a fast (tokenizers) tokenizer; this model's tokenizer is a slow one.")
+        if getattr(self._tokenizer, "padding_side", "right") != "right":
+            raise ModelError("ONNX export pads on the right; this model's tokenizer pads on the left.")
         if self._device != "cpu":
             raise ModelError("load the model on the CPU (--device cpu) to export it.")
         if hasattr(model, "merge_and_unload"):  # a LoRA adapter: export the merged weights
@@ -683,6 +685,7 @@ class HFEncoderClassifier(ModelInterface):
         def encode(rows):
             return self._encode(cal_texts, cal_pairs, np.asarray(rows))
 
+        truncation_side = getattr(self._tokenizer, "truncation_side", "right")
         saved_precision, self._precision = self._precision, "fp32"
         try:
             reference, _ = self._predict(check)
@@ -699,7 +702,7 @@ class HFEncoderClassifier(ModelInterface):
                 runtime_config, open_session(path, available_cores()),
                 Tokenizer.from_file(str(directory / TOKENIZER_FILE)), labels=self.labels,
                 max_length=self._max_length, uses_text_pairs=self._uses_pairs,
-                pad_token_id=self._tokenizer.pad_token_id)
+                pad_token_id=self._tokenizer.pad_token_id, truncation_side=truncation_side)
             return runtime.predict_proba(check)
 
         with quiet_transformers():
@@ -714,6 +717,7 @@ class HFEncoderClassifier(ModelInterface):
             "max_length": self._max_length,
             "uses_text_pairs": self._uses_pairs,
             "pad_token_id": self._tokenizer.pad_token_id,
+            "truncation_side": truncation_side,
             "input_names": outcome.input_names,
             "rescore": ({"onnx_file": onnx_export.RESCORE_FILE, "margin_below": outcome.rescore_margin_below}
                         if outcome.rescore_margin_below else None),

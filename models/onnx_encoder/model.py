@@ -94,7 +94,8 @@ class OnnxEncoderClassifier(ModelInterface):
         except Exception as exc:  # noqa: BLE001 - onnxruntime and tokenizers raise their own exception types
             raise ModelError(f"cannot load the ONNX export in {directory}: {type(exc).__name__}: {exc}") from None
         loaded = cls.from_parts(config, session, tokenizer, labels=meta["labels"], max_length=meta["max_length"],
-                                uses_text_pairs=meta["uses_text_pairs"], pad_token_id=meta.get("pad_token_id"))
+                                uses_text_pairs=meta["uses_text_pairs"], pad_token_id=meta.get("pad_token_id"),
+                                truncation_side=meta.get("truncation_side", "right"))
         if rescore_session is not None:
             loaded._rescore_session, loaded._rescore_below = rescore_session, float(rescore["margin_below"])
         loaded._info.update(precision=meta["precision"], threads=threads,
@@ -103,7 +104,7 @@ class OnnxEncoderClassifier(ModelInterface):
 
     @classmethod
     def from_parts(cls, config: ModelConfig, session, tokenizer, *, labels, max_length: int, uses_text_pairs: bool,
-                   pad_token_id: int | None) -> OnnxEncoderClassifier:
+                   pad_token_id: int | None, truncation_side: str = "right") -> OnnxEncoderClassifier:
         """A classifier around an open session and a ``tokenizers.Tokenizer`` (used by the export's own check)."""
         import onnxruntime as ort
 
@@ -114,7 +115,7 @@ class OnnxEncoderClassifier(ModelInterface):
         model._pad_id = int(pad_token_id or 0)
         model._batch_size = OnnxEncoderArguments.model_validate(config.training_arguments).batch_size
         tokenizer.no_padding()
-        tokenizer.enable_truncation(model._max_length)
+        tokenizer.enable_truncation(model._max_length, direction=truncation_side)
         model._tokenizer, model._session = tokenizer, session
         model._input_names = [node.name for node in session.get_inputs()]
         model._info = {"device": "cpu", "runtime": f"onnxruntime {ort.__version__}", "max_length": model._max_length,
