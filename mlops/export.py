@@ -61,13 +61,12 @@ def source_fingerprint(model_dir: Path) -> str:
 def _sample_rows(data_file: Path, text_column: str, text_pair_column: str | None, encoding: str, rows: int,
                  seed: int) -> tuple[TextDataset, TextDataset]:
     """Disjoint calibration and check rows drawn at random from ``data_file`` (non-empty, distinct texts)."""
-    from mlops.dataset import read_table, require_columns
+    from mlops.dataset import read_table, require_columns, table_columns
 
     columns = [text_column] + ([text_pair_column] if text_pair_column else [])
-    frame = read_table(data_file, encoding)
-    require_columns(list(frame.columns), {"--text-column": text_column, "--text-pair-column": text_pair_column},
-                    data_file)
-    frame = frame[columns].fillna("").astype(str)
+    require_columns(table_columns(data_file, encoding),
+                    {"--text-column": text_column, "--text-pair-column": text_pair_column}, data_file)
+    frame = read_table(data_file, encoding, columns=columns).fillna("").astype(str)  # only the text columns
     frame = frame[frame[text_column].str.strip() != ""].drop_duplicates()
     n_calibration = min(CALIBRATION_ROWS, len(frame) // 3)
     if len(frame) - n_calibration < MIN_CHECK_ROWS:
