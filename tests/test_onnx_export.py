@@ -130,6 +130,22 @@ def test_int8_export_meets_its_agreement_on_held_back_rows(model_dir, data_file)
     assert (labels == torch_proba(model_dir, texts).argmax(1)).mean() >= 0.98
 
 
+def test_parallel_workers_give_the_single_session_result(model_dir, data_file):
+    from mlops.export import export_model
+    from mlops.prediction import load_model_folder
+
+    export_model(model_dir, precision="fp32", data_file=data_file, rows=300)
+    texts = pd.read_csv(data_file).text.tolist()[:150]
+    runtime = load_model_folder(model_dir / "onnx").model
+    runtime._workers, runtime._worker_threads, runtime._batch_size = 1, 1, 7
+    single = runtime.predict_proba(TextDataset(texts))
+    runtime._workers = 3
+    parallel = runtime.predict_proba(TextDataset(texts))
+    assert len(runtime._sessions) == 3  # 22 batches shared out to three sessions
+    np.testing.assert_allclose(parallel, single, atol=1e-6)
+    assert runtime.predict_proba(TextDataset(texts[:1])).shape == (1, len(runtime.labels))
+
+
 def test_rows_under_the_margin_are_rescored_in_fp32(model_dir, data_file):
     from mlops.export import export_model
     from mlops.prediction import load_model_folder
@@ -143,7 +159,7 @@ def test_rows_under_the_margin_are_rescored_in_fp32(model_dir, data_file):
     from models.hf_encoder.onnx_export import quantize_int8
 
     quantize_int8(Path(quantized), model_dir / "q8.onnx")
-    runtime._session = open_session(model_dir / "q8.onnx", 1)
+    runtime._sessions, runtime._session_path = [open_session(model_dir / "q8.onnx", 1)], model_dir / "q8.onnx"
     int8 = runtime.predict_proba(TextDataset(texts))
     assert np.abs(int8 - exact).max() > 1e-5  # the int8 graph really differs
     runtime._rescore_session, runtime._rescore_below = open_session(model_dir / "onnx" / "model.onnx", 1), 1.01

@@ -116,6 +116,19 @@ def smooth_linears(model, encode: Callable[[list[int]], dict], n_rows: int, batc
         _replace_module(model, name, _smoothed_linear(linear, scale, (1.0 / scale).to(torch.float32)))
 
 
+def _with_eager_attention(model):
+    """A copy of ``model`` computing attention with plain ops where it can switch: its graph ran MiniLM
+    int8 3-5% faster than the SDPA export's, which adds masking ops (measured, onnxruntime 1.32)."""
+    import copy
+
+    model = copy.deepcopy(model)
+    try:
+        model.set_attn_implementation("eager")
+    except (AttributeError, ValueError, NotImplementedError) as exc:  # older transformers or no eager path
+        logger.debug("keeping the model's attention implementation: %s", exc)
+    return model
+
+
 def export_graph(model, sample: dict, path: Path) -> list[str]:
     """Trace ``model`` to ONNX with dynamic batch and sequence axes; returns the graph's input names."""
     import warnings
@@ -203,6 +216,7 @@ def export_encoder(
     import copy
 
     started = time.perf_counter()
+    model = _with_eager_attention(model)
     fp32_path = directory / ONNX_FILE
     sample = encode([0, 1] if calibration_rows > 1 else [0])
     names = export_graph(model, sample, fp32_path)
