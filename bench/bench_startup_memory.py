@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -35,12 +35,16 @@ def timed(argv: list[str], repeats: int) -> float:
 
 
 def peak_rss_mb(argv: list[str]) -> tuple[float, float]:
-    """Run argv in a child and return (wall seconds, the child's peak RSS in MB)."""
+    """Run argv in a child and return (wall seconds, that child's own peak RSS in MB)."""
     started = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(argv, cwd=ROOT, check=True, capture_output=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return time.perf_counter() - started, max(after, before) / 1024
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: the progress bar would fill a pipe
+        child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(child.pid, 0)  # this child's rusage, not the maximum over all children
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode:
+            errors.seek(0)
+            raise subprocess.CalledProcessError(child.returncode, argv, stderr=errors.read())
+    return time.perf_counter() - started, usage.ru_maxrss / 1024
 
 
 def write_reviews(path: Path, rows: int) -> None:

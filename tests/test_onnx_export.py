@@ -291,3 +291,13 @@ def test_cli_export_and_predict_text(model_dir, data_file, cli):
     missing = cli("predict-new", "--model-path", str(model_dir), "--runtime", "onnx", "--device", "cuda",
                   "--text", "x", expect=3)
     assert "CPU" in missing.output
+
+
+def test_worker_layout_defaults():
+    from models.onnx_encoder.model import OnnxEncoderArguments
+
+    assert OnnxEncoderArguments().layout(2) == (2, 1, 16)  # one single-thread session per core
+    assert OnnxEncoderArguments().layout(16) == (4, 4, 64)  # at most 4 copies of the weights
+    assert OnnxEncoderArguments(workers=1).layout(2) == (1, 2, 64)
+    assert OnnxEncoderArguments(num_threads=1, workers=3).layout(8) == (1, 1, 16)  # never more workers than threads
+    assert OnnxEncoderArguments(batch_size=5).layout(2) == (2, 1, 5)

@@ -61,7 +61,7 @@ class OnnxEncoderArguments(TrainingArguments):
                                 f"num_threads / workers threads; default: num_threads, at most {MAX_DEFAULT_WORKERS}")
 
     def layout(self, cores: int) -> tuple[int, int, int]:
-        """(workers, threads per worker, batch size) for ``cores`` when num_threads is unset."""
+        """(workers, threads per worker, batch size) on a machine with ``cores`` usable cores."""
         threads = self.num_threads or cores
         workers = min(self.workers or min(threads, MAX_DEFAULT_WORKERS), threads)
         per_worker = max(1, threads // workers)
@@ -128,7 +128,8 @@ class OnnxEncoderClassifier(ModelInterface):
         if rescore_session is not None:
             loaded._rescore_session, loaded._rescore_below = rescore_session, float(rescore["margin_below"])
         # the other workers' sessions are opened on the first call with more than one batch
-        loaded._session_path, loaded._workers, loaded._worker_threads = directory / meta["onnx_file"], workers, per_worker
+        loaded._session_path = directory / meta["onnx_file"]
+        loaded._workers, loaded._worker_threads = workers, per_worker
         loaded._info.update(precision=meta["precision"], threads=threads, workers=workers,
                             batch_size=loaded._batch_size,
                             rescore_margin_below=loaded._rescore_below or None)
@@ -208,9 +209,13 @@ class OnnxEncoderClassifier(ModelInterface):
         return out
 
     def _worker_sessions(self) -> list:
-        if self._session_path is not None:
-            while len(self._sessions) < self._workers:
+        try:
+            while self._session_path is not None and len(self._sessions) < self._workers:
                 self._sessions.append(open_session(self._session_path, self._worker_threads))
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ModelError(f"cannot open another ONNX Runtime session for {self._session_path} "
+                             f"({type(exc).__name__}: {exc}); to use one session, set \"workers\": 1 in "
+                             "model_config.training_arguments of the export's mlops_model.json.") from None
         return self._sessions
 
     @staticmethod
