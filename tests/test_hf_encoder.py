@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,7 @@ def test_fit_predict_multiclass_with_bf16_autocast_and_absent_class(tiny_bert, t
     info = model.runtime_info()
     assert info["device"] == "cpu" and info["torch_threads"] == 1
     assert info["precision"] in {"bf16", "fp32"}  # bf16 where the CPU has avx512_bf16/amx
+    assert info["freed_memory_reused"] is sys.platform.startswith("linux")  # glibc's mallopt, CPU training only
     # The model kept is the best validated epoch: its validation macro-F1 is the best in the history.
     best = max(h["validation_f1_macro"] for h in info["history"])
     val_pred = np.asarray(labels)[model.predict_proba(topics["val"]).argmax(axis=1)]
@@ -84,7 +86,8 @@ def test_fit_predict_multiclass_with_bf16_autocast_and_absent_class(tiny_bert, t
 
 
 def test_predictions_do_not_depend_on_batching(tiny_bert, topics):
-    model = fit(make_config(tiny_bert, epochs=2), topics["train"])
+    model = fit(make_config(tiny_bert, epochs=2, reuse_freed_memory=False), topics["train"])
+    assert model.runtime_info()["freed_memory_reused"] is False
     full = model.predict_proba(topics["test"])
     model._eval_batch_size = 3  # different padding and batch composition
     subset = model.predict_proba(TextDataset(topics["test"].texts[5:17]))

@@ -43,6 +43,7 @@ from models.hf_common.training import (
     autocast,
     available_cores,
     class_weight_vector,
+    keep_freed_memory_for_reuse,
     length_grouped_batches,
     length_sorted_batches,
     quiet_transformers,
@@ -113,6 +114,9 @@ class HFEncoderTrainingArguments(TrainingArguments):
     )
     gradient_checkpointing: bool = False
     group_by_length: bool = True
+    reuse_freed_memory: bool = Field(
+        default=True, description="CPU training: glibc keeps freed gradient memory for reuse (faster steps)"
+    )
     num_threads: int | None = Field(
         default=None, ge=1,
         description="torch threads; default: the physical cores other processes leave free, re-checked as it runs",
@@ -400,6 +404,8 @@ class HFEncoderClassifier(ModelInterface):
             y_val = _label_indices(val.labels, self.labels, "validation")
 
         self._setup_runtime(context.device, args)
+        self._info["freed_memory_reused"] = (
+            args.reuse_freed_memory and self._device == "cpu" and keep_freed_memory_for_reuse())
         torch.manual_seed(context.seed)
         rng = np.random.default_rng(context.seed)
         model = self._build_model(args)
