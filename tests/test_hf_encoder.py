@@ -78,6 +78,7 @@ def test_fit_predict_multiclass_with_bf16_autocast_and_absent_class(tiny_bert, t
     assert info["device"] == "cpu" and info["torch_threads"] == 1
     assert info["precision"] in {"bf16", "fp32"}  # bf16 where the CPU has avx512_bf16/amx
     assert info["freed_memory_reused"] is sys.platform.startswith("linux")  # glibc's mallopt, CPU training only
+    assert info["tf32"] is False  # CUDA only
     # The model kept is the best validated epoch: its validation macro-F1 is the best in the history.
     best = max(h["validation_f1_macro"] for h in info["history"])
     val_pred = np.asarray(labels)[model.predict_proba(topics["val"]).argmax(axis=1)]

@@ -114,6 +114,9 @@ class HFEncoderTrainingArguments(TrainingArguments):
     )
     gradient_checkpointing: bool = False
     group_by_length: bool = True
+    tf32: bool = Field(
+        default=True, description="CUDA: TF32 tensor cores for the fp32 matmuls left outside autocast (Ampere+)"
+    )
     reuse_freed_memory: bool = Field(
         default=True, description="CPU training: glibc keeps freed gradient memory for reuse (faster steps)"
     )
@@ -406,6 +409,9 @@ class HFEncoderClassifier(ModelInterface):
         self._setup_runtime(context.device, args)
         self._info["freed_memory_reused"] = (
             args.reuse_freed_memory and self._device == "cpu" and keep_freed_memory_for_reuse())
+        self._info["tf32"] = args.tf32 and self._device.startswith("cuda")
+        if self._device.startswith("cuda"):  # process-wide, so set either way
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
         torch.manual_seed(context.seed)
         rng = np.random.default_rng(context.seed)
         model = self._build_model(args)
