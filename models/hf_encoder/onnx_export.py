@@ -118,7 +118,7 @@ def smooth_linears(model, encode: Callable[[list[int]], dict], n_rows: int, batc
 
 def _with_eager_attention(model):
     """A copy of ``model`` computing attention with plain ops where it can switch: its graph ran MiniLM
-    int8 3-5% faster than the SDPA export's, which adds masking ops (measured, onnxruntime 1.32)."""
+    int8 2-6% faster than the SDPA export's, which adds masking ops (measured, onnxruntime 1.32)."""
     import copy
 
     model = copy.deepcopy(model)
