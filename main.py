@@ -167,6 +167,13 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _run_stage(stage: str, experiment_id: str, model_config_name: str, *, force: bool, device: str | None,
+               allow_external: bool, artifacts_dir: Path, **options: Any):
+    """The body the run commands share: build the application and run one stage of the lifecycle."""
+    application = _application(artifacts_dir, device, allow_external)
+    return getattr(application, stage)(experiment_id, model_config_name, force=force, **options)
+
+
 def _print_run(result) -> None:
     summary = result.summary
     rows = [{"metric": name, "mean": summary[name]["mean"], "std": summary[name]["std"],
@@ -239,9 +246,8 @@ def run_backtesting(
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
 ) -> None:
     """Train a fresh model per fold (early-stopping on the fold's val), score its test; resumes by default."""
-    result = _application(artifacts_dir, device, allow_external_models).run_backtesting(
-        experiment_id, model_config_name, force=force)
-    _print_run(result)
+    _print_run(_run_stage("run_backtesting", experiment_id, model_config_name, force=force, device=device,
+                          allow_external=allow_external_models, artifacts_dir=artifacts_dir))
 
 
 @app.command("estimate-performance")
@@ -255,9 +261,8 @@ def estimate_performance(
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
 ) -> None:
     """Train on the train-val set and score once on the untouched global hold-out."""
-    result = _application(artifacts_dir, device, allow_external_models).estimate_performance(
-        experiment_id, model_config_name, force=force)
-    _print_run(result)
+    _print_run(_run_stage("estimate_performance", experiment_id, model_config_name, force=force, device=device,
+                          allow_external=allow_external_models, artifacts_dir=artifacts_dir))
 
 
 @app.command("train-final-model")
@@ -273,8 +278,9 @@ def train_final_model(
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
 ) -> None:
     """Train on all the data (train/val per --final-model-val-size) and save a deployable model folder."""
-    result = _application(artifacts_dir, device, allow_external_models).train_final_model(
-        experiment_id, model_config_name, model_output_dir=model_output_dir, force=force)
+    result = _run_stage("train_final_model", experiment_id, model_config_name, force=force, device=device,
+                        allow_external=allow_external_models, artifacts_dir=artifacts_dir,
+                        model_output_dir=model_output_dir)
     if result.validation_metrics:
         out.print(f"Validation (early-stopping split, optimistic): accuracy {result.validation_metrics['accuracy']:.4f}, "
                   f"macro-F1 {result.validation_metrics['macro_f1']:.4f}")
@@ -419,7 +425,7 @@ def data_generate(
 ) -> None:
     """Synthetic labelled data from an instruction LLM with few-shot prompts, in any language."""
     from data.generation import GenerationRequest
-    from mlops.experiment_service import check_plain_name
+    from mlops.io import check_plain_name
 
     check_plain_name(name, "--name")
     request = GenerationRequest(

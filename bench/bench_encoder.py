@@ -114,7 +114,7 @@ def plain_trainer(model_dir: str, train: pd.DataFrame, test: pd.DataFrame, args)
 def ours(model_dir: str, train: pd.DataFrame, test: pd.DataFrame, args, save_to: Path) -> dict:
     from mlops.config import ModelConfig
     from mlops.model_interface import FitContext, TextDataset
-    from mlops.runner import write_model_descriptor
+    from mlops.artifacts import write_model_descriptor
     from models.hf_encoder.model import HFEncoderClassifier
 
     config = ModelConfig(
@@ -163,7 +163,8 @@ def fp32_hand_loop(model_folder: Path, texts: list[str], max_length: int) -> tup
 
 def predict_new_rows_per_s(model_folder: Path, source: Path, name: str) -> tuple[float, np.ndarray]:
     """Our predict-new path (CSV in, CSV out) with the model folder given (torch model or ONNX export)."""
-    from mlops.prediction import load_model_folder, predict_file
+    from mlops.artifacts import load_model_folder
+    from mlops.prediction import predict_file
 
     loaded = load_model_folder(model_folder, device="cpu")
     target = source.with_name(f"out-{name}.csv")

@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlops.artifacts import LoadedModel, Runtime, load_model
 from mlops.catalog import DEFAULT_CONFIG_DIR, ModelCatalog
-from mlops.errors import DataError, ExperimentError
-from mlops.experiment_service import Columns, Experiment, ExperimentService, RunType, read_json
-from mlops.export import ExportResult, Runtime, export_model, runtime_folder
+from mlops.errors import ConfigError, DataError, ExperimentError
+from mlops.experiment_service import METRICS_FILE, Columns, Experiment, ExperimentService, RunType
+from mlops.export import ExportResult, export_model
+from mlops.io import read_json
 from mlops.prediction import (DEFAULT_CHUNK_ROWS, PredictionSummary, estimate_data_rows, evaluate_predictions,
-                              load_model_folder, predict_file, predict_texts)
+                              predict_file, predict_texts)
 from mlops.provenance import PROJECT_ROOT
 from mlops.reporting import compare_models, experiment_rows
 from mlops.runner import ExperimentRunner, FinalModelResult, RunResult
@@ -72,9 +74,8 @@ class Application:
         return self.runner.train_final_model(experiment_id, self.catalog.resolve(model_config_name),
                                              model_output_dir=model_output_dir, force=force)
 
-    def load_model(self, model_path: Path, runtime: Runtime = "auto"):
-        folder = runtime_folder(model_path, runtime, self.device)
-        return load_model_folder(folder, device=self.device, allow_external=self.allow_external_models)
+    def load_model(self, model_path: Path, runtime: Runtime = "auto") -> LoadedModel:
+        return load_model(model_path, runtime=runtime, device=self.device, allow_external=self.allow_external_models)
 
     def export_model(self, model_path: Path, **options) -> ExportResult:
         return export_model(model_path, allow_external=self.allow_external_models, **options)
@@ -106,8 +107,6 @@ class Application:
         return evaluate_predictions(predictions_file, ground_truth_file, **options)
 
     def list_models(self) -> list[dict[str, Any]]:
-        from mlops.errors import ConfigError
-
         rows = []
         for name in self.catalog.names():
             try:
@@ -143,7 +142,7 @@ class Application:
         ranking = [row for row in self.compare_models(experiment_id, RunType.backtesting) if row["model"] in models]
         estimates = {row["model"]: self.service.run_dir(experiment_id, row["model"], RunType.performance_estimation)
                      for row in ranking}
-        estimates = {name: read_json(path / "metrics.json")["metrics"] for name, path in estimates.items()}
+        estimates = {name: read_json(path / METRICS_FILE)["metrics"] for name, path in estimates.items()}
         best = ranking[0]["model"]
         notes.append(f"final model: {best}, the best mean backtesting macro-F1")
         final = self.train_final_model(experiment_id, best, force=True)

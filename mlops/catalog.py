@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops.config import ModelConfig, load_model_config_file, resolve_model_class, validate_training_arguments
+from mlops.config import ModelConfig, load_model_config_file
 from mlops.errors import ConfigError
+from mlops.plugins import NamedConfig, resolve
 from mlops.provenance import PROJECT_ROOT
 
 DEFAULT_CONFIG_DIR = PROJECT_ROOT / "model_configs"
@@ -45,14 +46,7 @@ class ModelCatalog:
         path = self.path_of(name_or_path)
         return ConfigEntry(name=path.stem, path=path, config=load_model_config_file(path))
 
-    def resolve(self, name_or_path: str):
-        """Load, validate and import a config's model class: returns a runner.NamedConfig."""
-        from mlops.runner import NamedConfig
-
+    def resolve(self, name_or_path: str) -> NamedConfig:
+        """Load a config, import its model class and validate its arguments, once."""
         entry = self.entry(name_or_path)
-        model_class = resolve_model_class(entry.config, allow_external=self.allow_external, source=str(entry.path))
-        validate_training_arguments(entry.config, model_class, source=str(entry.path))
-        return NamedConfig(name=entry.name, config=entry.config, model_class=model_class, source=str(entry.path))
-
-    def entries(self) -> list[ConfigEntry]:
-        return [self.entry(name) for name in self.names()]
+        return resolve(entry.config, name=entry.name, source=str(entry.path), allow_external=self.allow_external)

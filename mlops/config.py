@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import pkgutil
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlops.errors import ConfigError
-
-TRUSTED_PACKAGE = "models"
 
 
 class HyperparameterSearch(BaseModel):
@@ -46,7 +42,7 @@ class ModelConfig(BaseModel):
         return value
 
 
-def _format_validation_error(error: ValidationError) -> str:
+def format_validation_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         field = ".".join(str(p) for p in item["loc"]) or "(top level)"
@@ -70,75 +66,7 @@ def parse_model_config(raw: str, source: str) -> ModelConfig:
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source} is not a valid model config:\n{_format_validation_error(exc)}") from None
-
-
-def is_trusted_module(module_path: str) -> bool:
-    return module_path == TRUSTED_PACKAGE or module_path.startswith(TRUSTED_PACKAGE + ".")
-
-
-def available_model_modules() -> list[str]:
-    """Model modules in the project's ``models`` package (``models.<name>.model``)."""
-    package = importlib.import_module(TRUSTED_PACKAGE)
-    return sorted(
-        f"{TRUSTED_PACKAGE}.{info.name}.model"
-        for info in pkgutil.iter_modules(package.__path__)
-        if info.ispkg
-    )
-
-
-def resolve_model_class(config: ModelConfig, *, allow_external: bool = False, source: str = "config") -> type:
-    """Turn ``module_path``/``class_name`` into a ModelInterface subclass, refusing untrusted code."""
-    from mlops.model_interface import ModelInterface
-
-    if not is_trusted_module(config.module_path) and not allow_external:
-        raise ConfigError(
-            f"{source}: module_path {config.module_path!r} is outside the project's '{TRUSTED_PACKAGE}' package; "
-            "model code is only imported from there. If you trust that code, pass --allow-external-models "
-            "(or set MLOPS_ALLOW_EXTERNAL_MODELS=1)."
-        )
-    try:
-        module = importlib.import_module(config.module_path)
-    except ModuleNotFoundError as exc:
-        if exc.name and config.module_path.startswith(exc.name):
-            raise ConfigError(
-                f"{source}: module {config.module_path!r} not found (models available: "
-                f"{', '.join(available_model_modules())})."
-            ) from None
-        raise ConfigError(
-            f"{source}: module {config.module_path!r} needs the package {exc.name!r}, which is not installed; "
-            "run `uv sync`."
-        ) from None
-    cls = getattr(module, config.class_name, None)
-    if cls is None:
-        found = sorted(
-            name for name, obj in vars(module).items()
-            if isinstance(obj, type) and issubclass(obj, ModelInterface) and obj is not ModelInterface
-        )
-        raise ConfigError(
-            f"{source}: class {config.class_name!r} not found in module {config.module_path!r} "
-            f"(classes there: {', '.join(found) or 'none'})."
-        )
-    if not (isinstance(cls, type) and issubclass(cls, ModelInterface)):
-        raise ConfigError(f"{source}: {config.module_path}.{config.class_name} is not a ModelInterface subclass.")
-    return cls
-
-
-def validate_training_arguments(config: ModelConfig, model_class: type, source: str = "config") -> Any:
-    """Check ``training_arguments`` (and ``hyperparameter_search``) against the model class."""
-    try:
-        arguments = model_class.training_arguments_class.model_validate(config.training_arguments)
-    except ValidationError as exc:
-        details = "\n".join(
-            line if line.lstrip().startswith("training_arguments") else line.replace("  ", "  training_arguments.", 1)
-            for line in _format_validation_error(exc).splitlines()
-        )
-        raise ConfigError(f"{source} has invalid training_arguments for {model_class.__name__}:\n{details}") from None
-    if config.hyperparameter_search is not None and not model_class.supports_hyperparameter_search:
-        raise ConfigError(
-            f"{source}: {model_class.__name__} does not support hyperparameter_search; remove that block."
-        )
-    return arguments
+        raise ConfigError(f"{source} is not a valid model config:\n{format_validation_error(exc)}") from None
 
 
 def load_model_config_file(path: Path) -> ModelConfig:

@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import re
-import shutil
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -18,86 +11,30 @@ from typing import Any
 
 import numpy as np
 
-from mlops.dataset import LabelledData, file_sha256, load_labelled_data
+from mlops.dataset import LabelledData, load_labelled_data
 from mlops.errors import ExperimentError
+from mlops.io import check_plain_name, file_sha256, read_json, staged_directory, write_json
 from mlops.model_interface import TextDataset
 from mlops.provenance import environment_manifest
 from mlops.splitting import Fold, SplitParameters, SplitPlan, build_split_plan, leakage_groups
 
 logger = logging.getLogger(__name__)
 
+# The experiment folder: experiment.json and splits.npz, then runs/<config>/<run type>/ holding, per fold
+# (fold_<k>/ for backtesting), metrics.json and predictions.csv, and per run summary.json and run.json.
 EXPERIMENT_FILE = "experiment.json"
 SPLITS_FILE = "splits.npz"
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
+SUMMARY_FILE = "summary.json"
+RUN_FILE = "run.json"
+FINAL_RECORD_FILE = "final_model.json"  # in runs/<config>/: where a final model written elsewhere went
 
 
 class RunType(str, Enum):
     backtesting = "backtesting"
     performance_estimation = "performance_estimation"
     final_model = "final_model"
-
-
-def check_plain_name(value: str, what: str) -> str:
-    if not _PLAIN_NAME.match(value or "") or ".." in value:
-        raise ExperimentError(
-            f"{what} {value!r} is not a plain name: use letters, digits, '.', '_' or '-', starting with a letter "
-            "or digit, without path separators or '..'."
-        )
-    return value
-
-
-@contextmanager
-def staged_directory(final: Path, *, replace: bool = False) -> Iterator[Path]:
-    """Yield a scratch folder next to ``final``; on success it atomically becomes ``final``.
-
-    On failure the scratch folder is removed, so no half-written artifact is left behind. With
-    ``replace`` an existing ``final`` is swapped out only after the new content is complete.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    scratch = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
-    scratch.mkdir()
-    try:
-        yield scratch
-        if final.exists():
-            if not replace:
-                raise ExperimentError(f"{final} appeared while writing; not overwriting it.")
-            trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, trash)
-            os.replace(scratch, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(scratch, final)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON via a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, Enum):
-        return value.value
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ExperimentError(f"{path} is missing.") from None
-    except json.JSONDecodeError as exc:
-        raise ExperimentError(f"{path} is corrupt (line {exc.lineno}, column {exc.colno}); regenerate it.") from None
 
 
 @dataclass(frozen=True)

@@ -14,20 +14,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mlops.artifacts import (EXPORT_DIR, EXPORT_KIND, MANIFEST_FILE, load_model_folder, manifest_kind,
+                             source_fingerprint, write_model_descriptor)
 from mlops.config import ModelConfig
-from mlops.dataset import file_sha256
 from mlops.errors import DataError, ExperimentError, MlopsError, ModelError
-from mlops.experiment_service import read_json, staged_directory, write_json
+from mlops.io import file_sha256, read_json, staged_directory, write_json
 from mlops.model_interface import TextDataset
-from mlops.prediction import load_model_folder
 from mlops.provenance import environment_manifest
-from mlops.runner import MANIFEST_FILE, MODEL_FILE, write_model_descriptor
 
 logger = logging.getLogger(__name__)
 
-EXPORT_DIR = "onnx"
 ExportPrecision = Literal["auto", "int8", "fp32"]
-Runtime = Literal["auto", "torch", "onnx"]
 CALIBRATION_ROWS = 512
 MIN_CHECK_ROWS = 200
 
@@ -38,24 +35,6 @@ class ExportResult:
     precision: str
     check: dict[str, Any]
     seconds: float
-
-
-def source_fingerprint(model_dir: Path) -> str:
-    """What identifies the saved model an export was made from: its manifest and descriptor, and the
-    names and sizes of its files (a retrained or hand-edited folder gets a new fingerprint)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    found = False
-    for name in (MANIFEST_FILE, MODEL_FILE):
-        if (model_dir / name).is_file():
-            digest.update((model_dir / name).read_bytes())
-            found = True
-    if not found:
-        raise ExperimentError(f"{model_dir} has neither {MANIFEST_FILE} nor {MODEL_FILE}.")
-    for path in sorted(p for p in model_dir.iterdir() if p.is_file()):
-        digest.update(f"{path.name}:{path.stat().st_size};".encode())
-    return digest.hexdigest()
 
 
 def _sample_rows(data_file: Path, text_column: str, text_pair_column: str | None, encoding: str, rows: int,
@@ -86,6 +65,38 @@ def _sample_rows(data_file: Path, text_column: str, text_pair_column: str | None
     return dataset(picked.iloc[:n_calibration]), dataset(picked.iloc[n_calibration:])
 
 
+def _checked_output_dir(model_dir: Path, output_dir: Path | None, *, rows: int, min_agreement: float,
+                        force: bool) -> Path:
+    if not 0.0 < min_agreement <= 1.0:
+        raise ExperimentError(f"--min-agreement must be in (0, 1]; found {min_agreement}.")
+    if rows < MIN_CHECK_ROWS:
+        raise ExperimentError(f"--rows must be at least {MIN_CHECK_ROWS}; found {rows}.")
+    output_dir = Path(output_dir) if output_dir else model_dir / EXPORT_DIR
+    if output_dir.exists() and not force:
+        raise ExperimentError(f"{output_dir} already exists; pass --force to replace it or choose --output-dir.")
+    if output_dir.resolve() in (model_dir.resolve(), *model_dir.resolve().parents):
+        raise ExperimentError(f"--output-dir {output_dir} would contain the model folder it is exported from; "
+                              "choose another folder.")
+    if output_dir.exists() and manifest_kind(output_dir) != EXPORT_KIND:
+        raise ExperimentError(f"{output_dir} exists and is not an ONNX export; --force replaces only an earlier "
+                              "export. Choose another --output-dir.")
+    return output_dir
+
+
+def _training_file(model_dir: Path, manifest: dict[str, Any]) -> Path:
+    """The file the model was trained on, as its manifest records it (the default rows to check on)."""
+    recorded = manifest.get("input_file")
+    if not recorded or not Path(recorded).is_file():
+        raise ExperimentError(
+            f"pass --data-file: rows like the ones the model will label, to calibrate and check the export "
+            f"on ({model_dir / MANIFEST_FILE} names no training file that exists here: {recorded!r})."
+        )
+    logger.warning("checking the export on rows of the training file %s: the model is surer of rows it was "
+                   "trained on, so label agreement there can be higher than on new data; pass --data-file "
+                   "with unseen rows for a stricter check", recorded)
+    return Path(recorded)
+
+
 def export_model(
     model_dir: Path,
     *,
@@ -102,33 +113,11 @@ def export_model(
     seed: int = 0,
 ) -> ExportResult:
     model_dir = Path(model_dir)
-    if not 0.0 < min_agreement <= 1.0:
-        raise ExperimentError(f"--min-agreement must be in (0, 1]; found {min_agreement}.")
-    if rows < MIN_CHECK_ROWS:
-        raise ExperimentError(f"--rows must be at least {MIN_CHECK_ROWS}; found {rows}.")
-    output_dir = Path(output_dir) if output_dir else model_dir / EXPORT_DIR
-    if output_dir.exists() and not force:
-        raise ExperimentError(f"{output_dir} already exists; pass --force to replace it or choose --output-dir.")
-    if output_dir.resolve() in (model_dir.resolve(), *model_dir.resolve().parents):
-        raise ExperimentError(f"--output-dir {output_dir} would contain the model folder it is exported from; "
-                              "choose another folder.")
-    if output_dir.exists() and _manifest_kind(output_dir) != "onnx_export":
-        raise ExperimentError(f"{output_dir} exists and is not an ONNX export; --force replaces only an earlier "
-                              "export. Choose another --output-dir.")
+    output_dir = _checked_output_dir(model_dir, output_dir, rows=rows, min_agreement=min_agreement, force=force)
     loaded = load_model_folder(model_dir, device="cpu", allow_external=allow_external)
     manifest = read_json(model_dir / MANIFEST_FILE) if (model_dir / MANIFEST_FILE).is_file() else {}
     columns = manifest.get("columns") or {}
-    if data_file is None:
-        recorded = manifest.get("input_file")
-        if not recorded or not Path(recorded).is_file():
-            raise ExperimentError(
-                f"pass --data-file: rows like the ones the model will label, to calibrate and check the export "
-                f"on ({model_dir / MANIFEST_FILE} names no training file that exists here: {recorded!r})."
-            )
-        data_file = Path(recorded)
-        logger.warning("checking the export on rows of the training file %s: the model is surer of rows it was "
-                       "trained on, so label agreement there can be higher than on new data; pass --data-file "
-                       "with unseen rows for a stricter check", data_file)
+    data_file = Path(data_file) if data_file is not None else _training_file(model_dir, manifest)
     text_column = text_column or columns.get("text") or "text"
     if text_pair_column is None and loaded.needs_text_pair:
         text_pair_column = columns.get("text_pair")
@@ -153,7 +142,7 @@ def export_model(
                                text_pair=loaded.needs_text_pair)
         write_json(scratch / MANIFEST_FILE, {
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "kind": "onnx_export",
+            "kind": EXPORT_KIND,
             "source_model_dir": str(model_dir.resolve()),
             "source_fingerprint": source_fingerprint(model_dir),
             "data_file": str(Path(data_file).resolve()),
@@ -168,55 +157,3 @@ def export_model(
         })
     logger.info("ONNX export (%s) written to %s", facts["precision"], output_dir)
     return ExportResult(output_dir, facts["precision"], facts["check_against_fp32_torch"], facts["seconds"])
-
-
-def export_for(model_dir: Path) -> Path | None:
-    """The export inside ``model_dir`` if there is one made from this very model, else None."""
-    directory = Path(model_dir) / EXPORT_DIR
-    if not (directory / MODEL_FILE).is_file() or not (directory / MANIFEST_FILE).is_file():
-        return None
-    try:
-        recorded = read_json(directory / MANIFEST_FILE).get("source_fingerprint")
-    except (ExperimentError, AttributeError):
-        return None
-    if recorded != source_fingerprint(model_dir):
-        logger.warning("%s was exported from a different model than %s; ignoring it (re-run export-model)",
-                       directory, model_dir)
-        return None
-    return directory
-
-
-def _gpu_present() -> bool:
-    """A cheap look for an NVIDIA GPU without importing torch (auto then prefers the torch model on it)."""
-    return Path("/dev/nvidiactl").exists()
-
-
-def runtime_folder(model_dir: Path, runtime: Runtime, device: str | None) -> Path:
-    """The folder predict-new should load: ``model_dir`` itself or its ONNX export."""
-    model_dir = Path(model_dir)
-    is_export = (model_dir / MANIFEST_FILE).is_file() and _manifest_kind(model_dir) == "onnx_export"
-    if runtime == "torch" or is_export:
-        if is_export and runtime == "torch":
-            raise ExperimentError(f"{model_dir} is an ONNX export; pass the model folder it was exported from "
-                                  "to use --runtime torch.")
-        return model_dir
-    export = export_for(model_dir) if model_dir.is_dir() else None
-    if runtime == "onnx":
-        if export is None:
-            raise ExperimentError(f"{model_dir} has no ONNX export made from it; run `cli export-model --model-path "
-                                  f"{model_dir}` first, or use --runtime torch.")
-        if device not in (None, "cpu"):
-            raise ExperimentError(f"ONNX exports run on the CPU; drop --device {device} or use --runtime torch.")
-        return export
-    if export is not None and device in (None, "cpu") and not (device is None and _gpu_present()):
-        logger.info("using the ONNX export in %s (--runtime torch to use the torch model)", export)
-        return export
-    return model_dir
-
-
-def _manifest_kind(directory: Path) -> str | None:
-    try:
-        manifest = read_json(directory / MANIFEST_FILE)
-    except ExperimentError:
-        return None
-    return manifest.get("kind") if isinstance(manifest, dict) else None

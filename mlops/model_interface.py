@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mlops.config import HyperparameterSearch, ModelConfig, format_validation_error
+from mlops.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from mlops.config import ModelConfig
+    from mlops.callbacks import TrainingCallback
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class FitContext:
     work_dir: Path | None = None  # scratch space for checkpoints; the runner deletes it afterwards
     device: str | None = None  # "cpu", "cuda", "cuda:1"...; None lets the model choose
     show_progress: bool = True
+    #: Extra ``mlops.callbacks.TrainingCallback`` objects (tracking, say) that a model's training loop
+    #: notifies alongside its own; models without a loop ignore them.
+    callbacks: list[TrainingCallback] = field(default_factory=list)
 
 
 class TrainingArguments(BaseModel):
@@ -60,17 +65,26 @@ class ModelInterface(ABC):
 
     #: The pydantic model that validates this class's ``training_arguments``.
     training_arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments
-    #: Whether a ``hyperparameter_search`` block is understood by this class.
-    supports_hyperparameter_search: ClassVar[bool] = False
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, training_arguments: TrainingArguments | None = None) -> None:
+        """Store the config and its typed arguments (validated here only when not given); no other work."""
         self.config = config
+        if training_arguments is None:
+            try:
+                training_arguments = self.training_arguments_class.model_validate(config.training_arguments)
+            except ValidationError as exc:
+                raise ConfigError(f"invalid training_arguments for {type(self).__name__}:\n"
+                                  f"{format_validation_error(exc)}") from None
+        elif not isinstance(training_arguments, self.training_arguments_class):
+            raise TypeError(f"{type(self).__name__} takes {self.training_arguments_class.__name__}, "
+                            f"found {type(training_arguments).__name__}")
+        self.training_arguments = training_arguments
         self.labels: list[str] = []
 
-    @property
-    def training_arguments(self) -> Any:
-        """The validated training arguments (an instance of ``training_arguments_class``)."""
-        return self.training_arguments_class.model_validate(self.config.training_arguments)
+    @classmethod
+    def check_hyperparameter_search(cls, search: HyperparameterSearch, arguments: TrainingArguments) -> str | None:
+        """What is wrong with ``search`` for this class (None: it can be run); checked when the config loads."""
+        return f"{cls.__name__} does not support hyperparameter_search; remove that block."
 
     @abstractmethod
     def fit(
@@ -111,6 +125,14 @@ class ModelInterface(ABC):
         The facts must name the ModelInterface that loads the export (``module_path``, ``class_name``)
         and how it compares with this model on ``check`` rows.
         """
-        from mlops.errors import ModelError
-
         raise ModelError(f"{type(self).__name__} has no ONNX export; export a Hugging Face encoder model instead.")
+
+
+def check_probabilities(proba: np.ndarray, n_rows: int, labels: Sequence[str], who: str) -> np.ndarray:
+    """``proba`` as float64 if it has one finite row per input and one column per label; else ModelError."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.shape != (n_rows, len(labels)):
+        raise ModelError(f"{who}.predict_proba returned shape {proba.shape}, expected ({n_rows}, {len(labels)}).")
+    if not np.all(np.isfinite(proba)):
+        raise ModelError(f"{who}.predict_proba returned non-finite probabilities.")
+    return proba

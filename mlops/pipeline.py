@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops.config import ModelConfig
 from mlops.errors import MlopsError, ModelError
-from mlops.model_interface import FitContext, ModelInterface, TextDataset
+from mlops.model_interface import FitContext, ModelInterface, TextDataset, check_probabilities
+from mlops.plugins import NamedConfig
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,18 +93,8 @@ class FoldOutcome:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def check_probabilities(proba: np.ndarray, n_rows: int, labels: Sequence[str], who: str) -> np.ndarray:
-    proba = np.asarray(proba, dtype=np.float64)
-    if proba.shape != (n_rows, len(labels)):
-        raise ModelError(f"{who}.predict_proba returned shape {proba.shape}, expected ({n_rows}, {len(labels)}).")
-    if not np.all(np.isfinite(proba)):
-        raise ModelError(f"{who}.predict_proba returned non-finite probabilities.")
-    return proba
-
-
 def fit_and_predict(
-    model_class: type[ModelInterface],
-    config: ModelConfig,
+    named: NamedConfig,
     train: TextDataset,
     val: TextDataset | None,
     test: TextDataset | None,
@@ -114,20 +104,21 @@ def fit_and_predict(
     """A fresh model per call (nothing fitted is shared across folds), trained and applied to ``test``."""
     seed_everything(context.seed)
     timings: dict[str, float] = {}
+    who = named.model_class.__name__
     started = time.perf_counter()
     try:
-        model = model_class(config)
+        model = named.build()
         model.fit(train, val if val is not None and len(val) else None, labels=list(labels), context=context)
         timings["train_s"] = time.perf_counter() - started
         proba = None
         if test is not None and len(test):
             started = time.perf_counter()
-            proba = check_probabilities(model.predict_proba(test), len(test), labels, model_class.__name__)
+            proba = check_probabilities(model.predict_proba(test), len(test), labels, who)
             timings["predict_s"] = time.perf_counter() - started
     except MlopsError:
         raise
     except Exception as exc:  # model code is third-party territory: report it as a model failure
-        raise ModelError(f"{model_class.__name__} failed: {type(exc).__name__}: {exc}") from exc
+        raise ModelError(f"{who} failed: {type(exc).__name__}: {exc}") from exc
     return FoldOutcome(model=model, proba=proba, timings=timings)
 
 

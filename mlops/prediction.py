@@ -1,4 +1,4 @@
-"""Loading a saved model folder and labelling new data with it, in chunks."""
+"""Labelling new data with a loaded model (see ``mlops.artifacts``), in chunks, and scoring predictions."""
 
 from __future__ import annotations
 
@@ -12,81 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from pydantic import ValidationError
-
-from mlops.config import ModelConfig, resolve_model_class
+from mlops.artifacts import LoadedModel
 from mlops.dataset import iter_table_chunks, require_columns, table_columns
-from mlops.errors import ExperimentError, MlopsError, ModelError
-from mlops.experiment_service import read_json
-from mlops.model_interface import ModelInterface, TextDataset
-from mlops.pipeline import PREDICTED_COLUMN, check_probabilities, proba_column
-from mlops.runner import MODEL_FILE, MODEL_FORMAT_VERSION
+from mlops.errors import DataError, ExperimentError
+from mlops.model_interface import TextDataset
+from mlops.pipeline import PREDICTED_COLUMN, compute_metrics, proba_column
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 4096
-
-
-@dataclass
-class LoadedModel:
-    model: ModelInterface
-    info: dict[str, Any]
-    directory: Path
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.info["labels"])
-
-    @property
-    def needs_text_pair(self) -> bool:
-        return bool(self.info.get("text_pair"))
-
-    def predict_proba(self, data: TextDataset) -> np.ndarray:
-        try:
-            proba = self.model.predict_proba(data)
-        except MlopsError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"prediction with {self.directory} failed: {type(exc).__name__}: {exc}") from exc
-        return check_probabilities(proba, len(data), self.labels, type(self.model).__name__)
-
-
-def load_model_folder(path: Path, *, device: str | None = None, allow_external: bool = False) -> LoadedModel:
-    """Load a folder written by train-final-model, importing model code only from trusted modules."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ExperimentError(f"model folder {path} does not exist; pass a folder written by `cli train-final-model`.")
-    if not (path / MODEL_FILE).is_file():
-        raise ExperimentError(
-            f"{path} is not a model folder: it has no {MODEL_FILE}. Pass a folder written by `cli train-final-model` "
-            "(by default artifacts/experiments/<id>/runs/<config>/final_model)."
-        )
-    info = read_json(path / MODEL_FILE)
-    if not isinstance(info, dict) or info.get("format_version") != MODEL_FORMAT_VERSION:
-        found = info.get("format_version") if isinstance(info, dict) else type(info).__name__
-        raise ExperimentError(f"{path / MODEL_FILE} has format_version {found!r}; this version of the tool "
-                              f"reads {MODEL_FORMAT_VERSION}. Retrain the model with `cli train-final-model`.")
-    try:
-        config = ModelConfig.model_validate(info["model_config"])
-        labels = [str(label) for label in info["labels"]]
-    except (KeyError, TypeError, ValidationError) as exc:
-        raise ExperimentError(f"{path / MODEL_FILE} is not a valid model descriptor ({type(exc).__name__}: {exc}); "
-                              "retrain the model with `cli train-final-model`.") from None
-    if config.training_arguments.get("trust_remote_code") and not allow_external:
-        raise ExperimentError(
-            f"{path} asks for trust_remote_code, which would run code shipped with the model; pass "
-            "--allow-external-models only if you trust where this folder came from."
-        )
-    model_class = resolve_model_class(config, allow_external=allow_external, source=str(path / MODEL_FILE))
-    try:
-        model = model_class.load(path, config, device=device)
-    except MlopsError:
-        raise
-    except Exception as exc:
-        raise ModelError(f"cannot load the model in {path}: {type(exc).__name__}: {exc}") from exc
-    if list(model.labels) != labels:
-        raise ModelError(f"{path}: the model's labels {model.labels} differ from {MODEL_FILE}'s {labels}.")
-    return LoadedModel(model=model, info=info, directory=path)
 
 
 def _check_pair_usage(loaded: LoadedModel, has_pairs: bool, option: str) -> None:
@@ -193,9 +127,6 @@ def evaluate_predictions(
     import pandas as pd
 
     from mlops.dataset import read_table
-    from mlops.pipeline import compute_metrics
-
-    from mlops.errors import DataError
 
     if prediction_column == target_column:
         raise DataError(f"--prediction-column and --target-column are both {target_column!r}; they must name "

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mlops.artifacts import MODEL_FILE
 from mlops.errors import ExperimentError, MlopsError
-from mlops.experiment_service import ExperimentService, RunType, read_json
-from mlops.runner import FINAL_RECORD_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE
+from mlops.experiment_service import FINAL_RECORD_FILE, METRICS_FILE, SUMMARY_FILE, ExperimentService, RunType
+from mlops.io import read_json
 
 
 def _final_model_dir(runs_dir: Path) -> Path | None:

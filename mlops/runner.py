@@ -17,26 +17,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from mlops.config import ModelConfig, resolve_model_class, validate_training_arguments
+from mlops.artifacts import MANIFEST_FILE, MODEL_FILE, write_model_descriptor
+from mlops.callbacks import TrainingCallback
+from mlops.config import ModelConfig
 from mlops.errors import ExperimentError, MlopsError
-from mlops.experiment_service import (Experiment, ExperimentService, RunType, dataset_at, read_json,
-                                      staged_directory, write_json)
-from mlops.model_interface import FitContext, ModelInterface
-from mlops.pipeline import compute_metrics, fit_and_predict, predictions_frame, summarise_folds
+from mlops.experiment_service import (FINAL_RECORD_FILE, METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, SUMMARY_FILE,
+                                      Experiment, ExperimentService, RunType, dataset_at)
+from mlops.io import read_json, staged_directory, write_json
+from mlops.model_interface import FitContext, TextDataset
+from mlops.pipeline import FoldOutcome, compute_metrics, fit_and_predict, predictions_frame, summarise_folds
+from mlops.plugins import NamedConfig
 from mlops.provenance import environment_manifest
+from mlops.splitting import Fold
 
 logger = logging.getLogger(__name__)
-
-MODEL_FILE = "mlops_model.json"
-MANIFEST_FILE = "manifest.json"
-METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.csv"
-SUMMARY_FILE = "summary.json"
-RUN_FILE = "run.json"
-FINAL_RECORD_FILE = "final_model.json"
-MODEL_FORMAT_VERSION = 1
 
 
 @contextmanager
@@ -47,6 +41,17 @@ def _throwaway_directory() -> Iterator[Path]:
         yield scratch
 
 
+@contextmanager
+def _work_dir(parent: Path) -> Iterator[Path]:
+    """A scratch folder for a model's checkpoints, removed afterwards whatever happens."""
+    work_dir = parent / f".work-{uuid.uuid4().hex[:8]}"
+    work_dir.mkdir()
+    try:
+        yield work_dir
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
 def is_main_process() -> bool:
     """False in the non-zero ranks of a torchrun / accelerate launch; only rank 0 writes artifacts."""
     return os.environ.get("RANK", "0") == "0"
@@ -55,30 +60,6 @@ def is_main_process() -> bool:
 def config_fingerprint(config: ModelConfig) -> str:
     canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def write_model_descriptor(directory: Path, config_name: str, config: ModelConfig, labels: list[str], *,
-                           text_pair: bool = False) -> None:
-    """The file that makes a saved model folder loadable by predict-new: which class, which labels."""
-    write_json(directory / MODEL_FILE, {
-        "format_version": MODEL_FORMAT_VERSION,
-        "module_path": config.module_path,
-        "class_name": config.class_name,
-        "labels": list(labels),
-        "text_pair": text_pair,
-        "config_name": config_name,
-        "model_config": config.model_dump(mode="json"),
-    })
-
-
-@dataclass
-class NamedConfig:
-    """A validated model config with the name its runs are filed under."""
-
-    name: str
-    config: ModelConfig
-    model_class: type[ModelInterface]
-    source: str
 
 
 @dataclass
@@ -103,12 +84,17 @@ class FinalModelResult:
 
 
 class ExperimentRunner:
-    """Trains a fresh model per fold from a config and writes predictions, metrics and manifests."""
+    """Trains a fresh model per fold from a config and writes predictions, metrics and manifests.
 
-    def __init__(self, service: ExperimentService, *, device: str | None = None, show_progress: bool = True) -> None:
+    ``callbacks`` (tracking, say) are handed to every model's training loop through ``FitContext``.
+    """
+
+    def __init__(self, service: ExperimentService, *, device: str | None = None, show_progress: bool = True,
+                 callbacks: list[TrainingCallback] | None = None) -> None:
         self.service = service
         self.device = device
         self.show_progress = show_progress
+        self.callbacks = list(callbacks or [])
         self.writes = is_main_process()
 
     # --- shared pieces ---------------------------------------------------------------------------
@@ -125,7 +111,13 @@ class ExperimentRunner:
         }
 
     def _context(self, seed: int, work_dir: Path) -> FitContext:
-        return FitContext(seed=seed, work_dir=work_dir, device=self.device, show_progress=self.show_progress)
+        return FitContext(seed=seed, work_dir=work_dir, device=self.device, show_progress=self.show_progress,
+                          callbacks=list(self.callbacks))
+
+    def _fit(self, named: NamedConfig, train: TextDataset, val: TextDataset, test: TextDataset, labels: list[str],
+             seed: int, scratch_parent: Path) -> FoldOutcome:
+        with _work_dir(scratch_parent) as work_dir:
+            return fit_and_predict(named, train, val, test, labels, self._context(seed, work_dir))
 
     def _completed_fold(self, fold_dir: Path, identity: dict[str, Any], force: bool) -> dict[str, Any] | None:
         """The stored result of a finished fold with the same identity, or None if it must be (re)run."""
@@ -141,18 +133,44 @@ class ExperimentRunner:
             )
         return record
 
+    def _train_fold(self, experiment: Experiment, named: NamedConfig, run_type: RunType, k: int, fold: Fold, data,
+                    run_dir: Path, fold_dir: Path, identity: dict[str, Any]) -> dict[str, Any]:
+        """Train and score one fold, write its folder, and return its record (metrics, timings...)."""
+        n_folds = len(self.service.folds(experiment, run_type))
+        train, val, test = (dataset_at(data, rows) for rows in (fold.train, fold.val, fold.test))
+        logger.info("%s fold %d/%d: training %s on %d rows (val %d), scoring %d rows", run_type.value, k + 1,
+                    n_folds, named.name, len(train), len(val), len(test))
+        try:
+            outcome = self._fit(named, train, val, test, experiment.labels, experiment.seed, run_dir)
+        except MlopsError as exc:
+            raise type(exc)(f"{run_type.value} fold {k + 1}/{n_folds} of {named.name} failed: {exc}") from exc
+        t0 = time.perf_counter()
+        metrics = compute_metrics(test.labels, outcome.proba, experiment.labels)
+        record = {
+            "identity": identity,
+            "metrics": metrics,
+            "timings": {**outcome.timings},
+            "runtime": outcome.model.runtime_info(),
+            "rows": {"train": len(fold.train), "val": len(fold.val), "test": len(test)},
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        if self.writes:
+            self._write_fold(fold_dir, predictions_frame(fold.test, test, outcome.proba, experiment.labels), record)
+        record["timings"]["write_s"] = time.perf_counter() - t0
+        logger.info("%s fold %d/%d: accuracy %.4f, macro-F1 %.4f (train %.1fs)", run_type.value, k + 1, n_folds,
+                    metrics["accuracy"], metrics["macro_f1"], outcome.timings.get("train_s", 0.0))
+        return record
+
     def _run_folds(self, experiment: Experiment, named: NamedConfig, run_type: RunType, force: bool) -> RunResult:
         started = time.perf_counter()
         folds = self.service.folds(experiment, run_type)
-        labels = experiment.labels
         run_dir = self.service.run_dir(experiment.experiment_id, named.name, run_type)
         run_dir.mkdir(parents=True, exist_ok=True)  # every rank needs it for its scratch work_dir
         self.service.verify_input(experiment)  # even when every fold is reused
         if force and self.writes:  # a forced run that fails must not leave the old summary standing
             for stale in (SUMMARY_FILE, RUN_FILE):
                 (run_dir / stale).unlink(missing_ok=True)
-        data = None
-        load_s = 0.0
+        data, load_s = None, 0.0
         fold_metrics: list[dict[str, Any]] = []
         resumed: list[int] = []
         stage_totals: dict[str, float] = {}
@@ -170,40 +188,21 @@ class ExperimentRunner:
                 t0 = time.perf_counter()
                 data = self.service.load_data(experiment)
                 load_s = time.perf_counter() - t0
-            train, val = dataset_at(data, fold.train), dataset_at(data, fold.val)
-            test = dataset_at(data, fold.test)
-            logger.info("%s fold %d/%d: training %s on %d rows (val %d), scoring %d rows",
-                        run_type.value, k + 1, len(folds), named.name, len(train), len(val), len(test))
-            work_dir = run_dir / f".work-{uuid.uuid4().hex[:8]}"
-            work_dir.mkdir()
-            try:
-                outcome = fit_and_predict(named.model_class, named.config, train, val, test, labels,
-                                          self._context(experiment.seed, work_dir))
-            except MlopsError as exc:
-                raise type(exc)(f"{run_type.value} fold {k + 1}/{len(folds)} of {named.name} failed: {exc}") from exc
-            finally:
-                shutil.rmtree(work_dir, ignore_errors=True)
-            t0 = time.perf_counter()
-            metrics = compute_metrics(test.labels, outcome.proba, labels)
-            record = {
-                "identity": identity,
-                "metrics": metrics,
-                "timings": {**outcome.timings},
-                "runtime": outcome.model.runtime_info(),
-                "rows": {"train": len(train), "val": len(val), "test": len(test)},
-                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
-            if self.writes:
-                self._write_fold(fold_dir, predictions_frame(fold.test, test, outcome.proba, labels), record)
-            record["timings"]["write_s"] = time.perf_counter() - t0
+            record = self._train_fold(experiment, named, run_type, k, fold, data, run_dir, fold_dir, identity)
             for key, value in record["timings"].items():
                 stage_totals[key] = stage_totals.get(key, 0.0) + value
-            fold_metrics.append(metrics)
-            logger.info("%s fold %d/%d: accuracy %.4f, macro-F1 %.4f (train %.1fs)", run_type.value, k + 1,
-                        len(folds), metrics["accuracy"], metrics["macro_f1"], outcome.timings.get("train_s", 0.0))
+            fold_metrics.append(record["metrics"])
         summary = summarise_folds(fold_metrics)
         timings = {"load_s": load_s, **stage_totals, "total_s": time.perf_counter() - started}
-        run_record = {
+        if self.writes:
+            write_json(run_dir / RUN_FILE, self._run_record(experiment, named, run_type, resumed, timings))
+            write_json(run_dir / SUMMARY_FILE, summary)
+        return RunResult(experiment.experiment_id, named.name, run_type, run_dir, fold_metrics, summary, resumed, timings)
+
+    @staticmethod
+    def _run_record(experiment: Experiment, named: NamedConfig, run_type: RunType, resumed: list[int],
+                    timings: dict[str, float]) -> dict[str, Any]:
+        return {
             "experiment_id": experiment.experiment_id,
             "config_name": named.name,
             "config_source": named.source,
@@ -212,15 +211,11 @@ class ExperimentRunner:
             "run_type": run_type.value,
             "seed": experiment.seed,
             "input_sha256": experiment.info["input_sha256"],
-            "labels": labels,
+            "labels": experiment.labels,
             "resumed_folds": resumed,
             "timings_this_invocation": timings,
             "environment": environment_manifest(),
         }
-        if self.writes:
-            write_json(run_dir / RUN_FILE, run_record)
-            write_json(run_dir / SUMMARY_FILE, summary)
-        return RunResult(experiment.experiment_id, named.name, run_type, run_dir, fold_metrics, summary, resumed, timings)
 
     @staticmethod
     def _write_fold(fold_dir: Path, frame, record: dict[str, Any]) -> None:
@@ -238,12 +233,8 @@ class ExperimentRunner:
         experiment = self.service.load_experiment(experiment_id)
         return self._run_folds(experiment, named, RunType.performance_estimation, force)
 
-    def train_final_model(
-        self, experiment_id: str, named: NamedConfig, *, model_output_dir: Path | None = None, force: bool = False
-    ) -> FinalModelResult:
-        experiment = self.service.load_experiment(experiment_id)
-        run_dir = self.service.run_dir(experiment_id, named.name, RunType.final_model)
-        model_dir = Path(model_output_dir) if model_output_dir else run_dir
+    @staticmethod
+    def _check_model_output(model_dir: Path, force: bool) -> None:
         if model_dir.exists() and any(model_dir.iterdir()):
             if not (model_dir / MODEL_FILE).is_file():
                 raise ExperimentError(
@@ -255,52 +246,62 @@ class ExperimentRunner:
                     f"{model_dir} already holds a model; pass --force to replace it, or choose another "
                     "--model-output-dir."
                 )
+
+    def train_final_model(
+        self, experiment_id: str, named: NamedConfig, *, model_output_dir: Path | None = None, force: bool = False
+    ) -> FinalModelResult:
+        experiment = self.service.load_experiment(experiment_id)
+        run_dir = self.service.run_dir(experiment_id, named.name, RunType.final_model)
+        model_dir = Path(model_output_dir) if model_output_dir else run_dir
+        self._check_model_output(model_dir, force)
         started = time.perf_counter()
         data = self.service.load_data(experiment)
         load_s = time.perf_counter() - started
         fold = experiment.plan.final_model
-        train, val = dataset_at(data, fold.train), dataset_at(data, fold.val)
         labels = experiment.labels
-        logger.info("final model %s: training on %d rows, validating on %d", named.name, len(train), len(val))
+        logger.info("final model %s: training on %d rows, validating on %d", named.name, len(fold.train),
+                    len(fold.val))
         model_dir.parent.mkdir(parents=True, exist_ok=True)
         # Ranks other than 0 of a distributed launch train alongside but write into a throwaway folder.
         staging = staged_directory(model_dir, replace=True) if self.writes else _throwaway_directory()
         with staging as scratch:
-            work_dir = scratch.parent / f".work-{uuid.uuid4().hex[:8]}"
-            work_dir.mkdir()
-            try:
-                outcome = fit_and_predict(named.model_class, named.config, train, val, val, labels,
-                                          self._context(experiment.seed, work_dir))
-            finally:
-                shutil.rmtree(work_dir, ignore_errors=True)
+            train, val = dataset_at(data, fold.train), dataset_at(data, fold.val)
+            outcome = self._fit(named, train, val, val, labels, experiment.seed, scratch.parent)
             val_metrics = compute_metrics(val.labels, outcome.proba, labels) if outcome.proba is not None else None
             t0 = time.perf_counter()
             outcome.model.save(scratch)
             write_model_descriptor(scratch, named.name, named.config, labels,
                                    text_pair=experiment.info["columns"].get("text_pair") is not None)
             timings = {"load_s": load_s, **outcome.timings, "save_s": time.perf_counter() - t0}
-            write_json(scratch / MANIFEST_FILE, {
-                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "experiment_id": experiment_id,
-                "config_name": named.name,
-                "config_source": named.source,
-                "config_sha256": config_fingerprint(named.config),
-                "seed": experiment.seed,
-                "input_file": experiment.info["input_file"],
-                "input_sha256": experiment.info["input_sha256"],
-                "columns": experiment.info["columns"],
-                "encoding": experiment.info.get("encoding", "utf-8"),
-                "split_parameters": experiment.info["split_parameters"],
-                "rows": {"train": len(train), "val": len(val)},
-                "validation_metrics_note": "on the final model's own validation split, used for early stopping: "
-                                           "optimistic; see estimate-performance for an honest figure",
-                "validation_metrics": val_metrics,
-                "runtime": outcome.model.runtime_info(),
-                "timings": timings,
-                "environment": environment_manifest(),
-            })
+            write_json(scratch / MANIFEST_FILE, self._final_manifest(experiment, named, fold, outcome, val_metrics,
+                                                                     timings))
         if model_output_dir and self.writes:
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             write_json(run_dir.parent / FINAL_RECORD_FILE, {"model_dir": str(Path(model_dir).resolve())})
         logger.info("final model written to %s", model_dir)
         return FinalModelResult(experiment_id, named.name, model_dir, val_metrics, timings)
+
+    @staticmethod
+    def _final_manifest(experiment: Experiment, named: NamedConfig, fold: Fold, outcome: FoldOutcome,
+                        val_metrics: dict[str, Any] | None, timings: dict[str, float]) -> dict[str, Any]:
+        info = experiment.info
+        return {
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "experiment_id": experiment.experiment_id,
+            "config_name": named.name,
+            "config_source": named.source,
+            "config_sha256": config_fingerprint(named.config),
+            "seed": experiment.seed,
+            "input_file": info["input_file"],
+            "input_sha256": info["input_sha256"],
+            "columns": info["columns"],
+            "encoding": info.get("encoding", "utf-8"),
+            "split_parameters": info["split_parameters"],
+            "rows": {"train": len(fold.train), "val": len(fold.val)},
+            "validation_metrics_note": "on the final model's own validation split, used for early stopping: "
+                                       "optimistic; see estimate-performance for an honest figure",
+            "validation_metrics": val_metrics,
+            "runtime": outcome.model.runtime_info(),
+            "timings": timings,
+            "environment": environment_manifest(),
+        }

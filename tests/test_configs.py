@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlops.catalog import DEFAULT_CONFIG_DIR, ModelCatalog
-from mlops.config import is_trusted_module
+from mlops.plugins import is_trusted_module
 
 CONFIGS = sorted(DEFAULT_CONFIG_DIR.glob("*.json"))
 

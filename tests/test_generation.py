@@ -74,7 +74,7 @@ def test_split_total_and_plan_counts(tmp_path):
     assert plan_counts(GenerationRequest(name="n", total_examples=5, labels=["a", "b"])) == {"a": 3, "b": 2}
     with pytest.raises(DataError, match="has no rows labelled"):
         plan_counts(GenerationRequest(name="n", distribution_from_file=dist, total_examples=5, labels=["neutral"]))
-    with pytest.raises(DataError, match="expected columns"):
+    with pytest.raises(DataError, match="not found in"):
         plan_counts(GenerationRequest(name="n", distribution_from_file=dist, total_examples=5, label_column="y"))
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from hf_fixtures import build_tiny_bert, topic_data
 
-from mlops.config import ModelConfig, load_model_config_file, resolve_model_class, validate_training_arguments
+from mlops.config import ModelConfig, load_model_config_file
+from mlops.plugins import resolve_model_class, validate_training_arguments
 from mlops.errors import ModelError
 from mlops.model_interface import FitContext, TextDataset
 

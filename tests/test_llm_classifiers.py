@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops.config import ModelConfig, load_model_config_file, resolve_model_class, validate_training_arguments
+from mlops.config import ModelConfig, load_model_config_file
+from mlops.plugins import resolve_model_class, validate_training_arguments
 from mlops.errors import ConfigError
 from mlops.model_interface import FitContext, TextDataset
 from llm_fixtures import build_tiny_causal_lm

@@ -26,7 +26,7 @@ def encoder_config(model_dir: Path) -> ModelConfig:
 
 
 def train_folder(base: Path, folder: Path, pairs: bool = False) -> Path:
-    from mlops.runner import write_model_descriptor
+    from mlops.artifacts import write_model_descriptor
     from models.hf_encoder.model import HFEncoderClassifier
 
     texts, labels = topic_data(200, seed=1)
@@ -44,7 +44,7 @@ def train_folder(base: Path, folder: Path, pairs: bool = False) -> Path:
 @pytest.fixture(autouse=True)
 def no_gpu(monkeypatch):
     """runtime auto keeps torch on a GPU host; these tests are about the CPU choice."""
-    monkeypatch.setattr("mlops.export._gpu_present", lambda: False)
+    monkeypatch.setattr("mlops.artifacts._gpu_present", lambda: False)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def data_file(tmp_path_factory) -> Path:
 
 
 def torch_proba(model_dir: Path, texts: list[str], pairs=None) -> np.ndarray:
-    from mlops.prediction import load_model_folder
+    from mlops.artifacts import load_model_folder
 
     loaded = load_model_folder(model_dir, device="cpu")
     return loaded.model.predict_proba(TextDataset(texts, text_pairs=pairs))
@@ -93,7 +93,7 @@ def test_fp32_export_reproduces_the_torch_model(model_dir, data_file, tmp_path):
     loaded = Application(tmp_path / "artifacts").load_model(model_dir)  # runtime auto: the export, on a CPU
     assert isinstance(loaded.model, OnnxEncoderClassifier)
     onnx = loaded.predict_proba(TextDataset(texts))
-    from mlops.prediction import load_model_folder
+    from mlops.artifacts import load_model_folder
 
     torch_model = load_model_folder(model_dir, device="cpu").model
     np.testing.assert_allclose(onnx, torch_model.predict_proba(TextDataset(texts)), atol=1e-4)
@@ -132,7 +132,7 @@ def test_int8_export_meets_its_agreement_on_held_back_rows(model_dir, data_file)
 
 def test_parallel_workers_give_the_single_session_result(model_dir, data_file):
     from mlops.export import export_model
-    from mlops.prediction import load_model_folder
+    from mlops.artifacts import load_model_folder
 
     export_model(model_dir, precision="fp32", data_file=data_file, rows=300)
     texts = pd.read_csv(data_file).text.tolist()[:150]
@@ -148,7 +148,7 @@ def test_parallel_workers_give_the_single_session_result(model_dir, data_file):
 
 def test_rows_under_the_margin_are_rescored_in_fp32(model_dir, data_file):
     from mlops.export import export_model
-    from mlops.prediction import load_model_folder
+    from mlops.artifacts import load_model_folder
     from models.onnx_encoder.model import open_session
 
     export_model(model_dir, precision="fp32", data_file=data_file, rows=300)
@@ -180,7 +180,7 @@ def test_cascade_takes_uncertain_rows_from_fp32():
 
 def test_sentence_pair_models_export_too(tmp_path, data_file):
     from mlops.export import export_model
-    from mlops.prediction import load_model_folder
+    from mlops.artifacts import load_model_folder
 
     base = build_tiny_bert(tmp_path / "base")
     folder = train_folder(base, tmp_path / "pairs", pairs=True)
@@ -237,7 +237,7 @@ def test_a_failing_export_leaves_nothing_behind(model_dir, data_file, monkeypatc
 
 def test_tfidf_models_have_no_onnx_export(tmp_path, data_file):
     from mlops.export import export_model
-    from mlops.runner import write_model_descriptor
+    from mlops.artifacts import write_model_descriptor
     from models.tfidf_linear.model import TfidfLinearClassifier
 
     config = ModelConfig(module_path="models.tfidf_linear.model", class_name="TfidfLinearClassifier")
@@ -254,7 +254,8 @@ def test_tfidf_models_have_no_onnx_export(tmp_path, data_file):
 
 def test_runtime_choice(model_dir, data_file, tmp_path, caplog):
     from mlops.app import Application
-    from mlops.export import export_model, runtime_folder
+    from mlops.artifacts import runtime_folder
+    from mlops.export import export_model
 
     with pytest.raises(ExperimentError, match="no ONNX export"):
         runtime_folder(model_dir, "onnx", None)

@@ -93,22 +93,12 @@ def builtin_examples(labels: list[str], lang: str) -> tuple[list[tuple[str, str]
 
 
 def read_labelled_csv(path: Path, text_column: str, label_column: str, *, need_text: bool = True):
-    """Read a CSV and check its columns; returns a pandas DataFrame with string columns."""
-    import pandas as pd
+    """Read a labelled table through the project's one reader; returns a DataFrame of stripped-safe strings."""
+    from mlops.dataset import read_table, require_columns, table_columns
 
-    if not Path(path).is_file():
-        raise DataError(f"{path} does not exist or is not a file; pass the path of a CSV with a {label_column!r} column.")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path} could not be read as CSV ({type(exc).__name__}: {exc}).") from None
-    wanted = [text_column, label_column] if need_text else [label_column]
-    missing = [c for c in wanted if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{path}: expected columns {wanted} but found {list(frame.columns)}; "
-            "pass --text-column / --target-column to name the right ones."
-        )
+    wanted = {"--text-column": text_column if need_text else None, "--target-column": label_column}
+    require_columns(table_columns(Path(path)), wanted, Path(path))
+    frame = read_table(Path(path)).fillna("").astype(str)
     frame = frame[frame[label_column].str.strip() != ""]
     if need_text:
         frame = frame[frame[text_column].str.strip() != ""]

@@ -34,10 +34,10 @@ from data.generation.request import (
     VerificationStats,
 )
 from mlops.errors import ConfigError, DataError, ExperimentError
+from mlops.io import check_plain_name, file_sha256, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 STATE_VERSION = 1
 
 
@@ -56,10 +56,10 @@ class OutputPaths:
 
 # -- validation and planning ---------------------------------------------------------------------
 def validate_request(request: GenerationRequest) -> None:
-    if not _NAME.match(request.name or ""):
-        raise ConfigError(
-            f"--name {request.name!r}: expected letters, digits, '.', '_' or '-' (it becomes a file name)."
-        )
+    try:
+        check_plain_name(request.name, "--name")
+    except ExperimentError as exc:  # a bad request, like every other check here
+        raise ConfigError(f"{exc} It becomes a file name.") from None
     by_label = request.examples_per_label is not None
     by_total = request.total_examples is not None
     if by_label == by_total:
@@ -130,14 +130,6 @@ def plan_counts(request: GenerationRequest) -> dict[str, int]:
     return dict.fromkeys(labels, request.examples_per_label)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fingerprint(request: GenerationRequest, counts: dict[str, int]) -> str:
     fields = dataclasses.asdict(request)
     for key in ("force", "output_dir", "device", "name"):
@@ -148,18 +140,12 @@ def _fingerprint(request: GenerationRequest, counts: dict[str, int]) -> str:
     for key in ("seed_examples", "distribution_from_file"):
         path = getattr(request, key)
         if path is not None:
-            fields[key + "_sha256"] = _sha256(Path(path))
+            fields[key + "_sha256"] = file_sha256(Path(path))
     fields["counts"] = counts
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
 # -- files ---------------------------------------------------------------------------------------
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _read_partial(path: Path, rows_expected: int) -> list[tuple[str, str]]:
     with open(path, newline="", encoding="utf-8") as handle:
         rows = [(r["text"], r["label"]) for r in csv.DictReader(handle)]
@@ -233,7 +219,7 @@ def generate(
 
     state: dict[str, Any] | None = None
     if paths.state.exists() and paths.partial.exists() and not request.force:
-        state = json.loads(paths.state.read_text(encoding="utf-8"))
+        state = read_json(paths.state)
         if state.get("fingerprint") != fingerprint or state.get("version") != STATE_VERSION:
             raise ExperimentError(
                 f"{paths.partial} is an unfinished run of {request.name!r} with different arguments; "
@@ -285,7 +271,7 @@ def generate(
     gen_started = time.perf_counter()
 
     def save_state() -> None:
-        _write_json_atomic(paths.state, {
+        write_json(paths.state, {
             "version": STATE_VERSION, "fingerprint": fingerprint, "batch_index": batch_index,
             "rows_written": sum(s.produced for s in stats.values()), "per_label": _stats_to_json(stats),
             "verification": dataclasses.asdict(verification) if verification else None,
@@ -388,7 +374,7 @@ def generate(
                     "language_check": report.language_check},
         "report": report.to_dict(),
     }
-    _write_json_atomic(paths.meta, meta)
+    write_json(paths.meta, meta, ensure_ascii=False)
     os.replace(paths.partial, paths.csv)
     paths.state.unlink(missing_ok=True)
     return report

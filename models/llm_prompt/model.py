@@ -23,7 +23,7 @@ from pydantic import Field
 from mlops.config import ModelConfig
 from mlops.errors import ModelError
 from mlops.model_interface import FitContext, ModelInterface, TextDataset, TrainingArguments
-from models.llm_prompt.prompting import PromptTemplate, RenderedPrompt, join_pair, render
+from models.llm_prompt.prompting import PromptTemplate, RenderedPrompt, prompt_inputs, render
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +40,6 @@ class PromptTrainingArguments(TrainingArguments):
     batch_size: int = Field(default=16, gt=0)
     max_text_tokens: int = Field(default=256, gt=8)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-
-
-def _texts(data: TextDataset) -> list[str]:
-    pairs = data.text_pairs if data.text_pairs is not None else [None] * len(data)
-    return [join_pair(str(t), None if p is None else str(p)) for t, p in zip(data.texts, pairs, strict=True)]
 
 
 def choose_examples(
@@ -68,11 +63,10 @@ class LlmPromptClassifier(ModelInterface):
     training_arguments_class = PromptTrainingArguments
     state_file = STATE_FILE
 
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: ModelConfig, training_arguments: PromptTrainingArguments | None = None) -> None:
+        super().__init__(config, training_arguments)
         self.examples: list[tuple[str, str]] = []
         self.bias: list[float] | None = None
-        self._args: PromptTrainingArguments | None = None
         self._model = None
         self._tokenizer = None
         self._source: str | None = None
@@ -88,9 +82,7 @@ class LlmPromptClassifier(ModelInterface):
 
     @property
     def args(self):
-        if self._args is None:
-            self._args = self.training_arguments
-        return self._args
+        return self.training_arguments
 
     def _ensure_model(self) -> None:
         if self._model is not None:
@@ -143,7 +135,7 @@ class LlmPromptClassifier(ModelInterface):
         self._device = context.device
         if self.args.shots_per_label > 0:
             self.examples = choose_examples(
-                _texts(train), [str(y) for y in train.labels], self.labels,
+                prompt_inputs(train), [str(y) for y in train.labels], self.labels,
                 self.args.shots_per_label, self.args.max_example_chars, context.seed,
             )
         logger.info("prompting %s with %d few-shot examples from the training data (set with shots_per_label)",
@@ -159,7 +151,7 @@ class LlmPromptClassifier(ModelInterface):
         if len(data) == 0:
             return np.zeros((0, len(self.labels)))
         self._ensure_model()
-        scores = self._score(_texts(data))
+        scores = self._score(prompt_inputs(data))
         if self.bias is not None:
             scores = scores - np.asarray(self.bias)[None, :]
         scores = scores - scores.max(axis=1, keepdims=True)

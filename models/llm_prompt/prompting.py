@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from mlops.model_interface import TextDataset
+
 TEXT = "{text}"
 LABEL = "{label}"
 LABELS = "{labels}"
@@ -90,3 +92,9 @@ def render(
 
 def join_pair(text: str, pair: str | None) -> str:
     return text if pair is None else f"{text}\n{pair}"
+
+
+def prompt_inputs(data: TextDataset) -> list[str]:
+    """The text each row puts in a prompt: the text, and its pair on the next line for pair data."""
+    pairs = data.text_pairs if data.text_pairs is not None else [None] * len(data)
+    return [join_pair(str(t), None if p is None else str(p)) for t, p in zip(data.texts, pairs, strict=True)]

@@ -20,8 +20,8 @@ from pydantic import Field
 from mlops.config import ModelConfig
 from mlops.errors import ModelError
 from mlops.model_interface import FitContext, TextDataset, TrainingArguments
-from models.llm_prompt.model import LlmPromptClassifier, _texts
-from models.llm_prompt.prompting import PromptTemplate
+from models.llm_prompt.model import LlmPromptClassifier
+from models.llm_prompt.prompting import PromptTemplate, prompt_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ class LlmSftClassifier(LlmPromptClassifier):
     training_arguments_class = SftTrainingArguments
     state_file = STATE_FILE
 
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: ModelConfig, training_arguments: SftTrainingArguments | None = None) -> None:
+        super().__init__(config, training_arguments)
         self.train_log: list[dict[str, Any]] = []
 
     def _training_rows(self, texts: list[str], labels: list[str]) -> list[dict[str, list[int]]]:
@@ -110,7 +110,7 @@ class LlmSftClassifier(LlmPromptClassifier):
         unknown = set(map(str, train.labels)) - set(self.labels)
         if unknown:
             raise ModelError(f"training labels {sorted(unknown)} are not in the label set {self.labels}.")
-        texts, ys = _texts(train), [str(y) for y in train.labels]
+        texts, ys = prompt_inputs(train), [str(y) for y in train.labels]
         if self.args.max_train_rows is not None and len(texts) > self.args.max_train_rows:
             keep = sorted(random.Random(context.seed).sample(range(len(texts)), self.args.max_train_rows))
             texts, ys = [texts[i] for i in keep], [ys[i] for i in keep]

@@ -73,8 +73,8 @@ class OnnxEncoderClassifier(ModelInterface):
 
     training_arguments_class = OnnxEncoderArguments
 
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: ModelConfig, training_arguments: OnnxEncoderArguments | None = None) -> None:
+        super().__init__(config, training_arguments)
         self._sessions: list = []
         self._session_path: Path | None = None
         self._workers = 1
@@ -112,7 +112,7 @@ class OnnxEncoderClassifier(ModelInterface):
         if meta.get("format") != EXPORT_FORMAT:
             raise ModelError(f"{directory / EXPORT_FILE} has format {meta.get('format')!r}, expected "
                              f"{EXPORT_FORMAT}; re-run `cli export-model` with this version of the tool.")
-        args: OnnxEncoderArguments = OnnxEncoderArguments.model_validate(config.training_arguments)
+        args: OnnxEncoderArguments = cls(config).training_arguments  # validated once, handed on below
         threads = args.num_threads or available_cores()
         workers, per_worker, _ = args.layout(threads)
         try:
@@ -124,7 +124,7 @@ class OnnxEncoderClassifier(ModelInterface):
             raise ModelError(f"cannot load the ONNX export in {directory}: {type(exc).__name__}: {exc}") from None
         loaded = cls.from_parts(config, session, tokenizer, labels=meta["labels"], max_length=meta["max_length"],
                                 uses_text_pairs=meta["uses_text_pairs"], pad_token_id=meta.get("pad_token_id"),
-                                truncation_side=meta.get("truncation_side", "right"))
+                                truncation_side=meta.get("truncation_side", "right"), training_arguments=args)
         if rescore_session is not None:
             loaded._rescore_session, loaded._rescore_below = rescore_session, float(rescore["margin_below"])
         # the other workers' sessions are opened on the first call with more than one batch
@@ -137,18 +137,19 @@ class OnnxEncoderClassifier(ModelInterface):
 
     @classmethod
     def from_parts(cls, config: ModelConfig, session, tokenizer, *, labels, max_length: int, uses_text_pairs: bool,
-                   pad_token_id: int | None, truncation_side: str = "right") -> OnnxEncoderClassifier:
+                   pad_token_id: int | None, truncation_side: str = "right",
+                   training_arguments: OnnxEncoderArguments | None = None) -> OnnxEncoderClassifier:
         """A classifier around an open session and a ``tokenizers.Tokenizer`` (used by the export's own check)."""
         import onnxruntime as ort
 
         from models.hf_common.training import available_cores
 
-        model = cls(config)
+        model = cls(config, training_arguments)
         model.labels = [str(label) for label in labels]
         model._max_length = int(max_length)
         model._uses_pairs = bool(uses_text_pairs)
         model._pad_id = int(pad_token_id or 0)
-        args = OnnxEncoderArguments.model_validate(config.training_arguments)
+        args = model.training_arguments
         model._batch_size = args.layout(available_cores())[2]
         tokenizer.no_padding()
         tokenizer.enable_truncation(model._max_length, direction=truncation_side)

@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from mlops.config import ModelConfig
+from mlops.config import HyperparameterSearch, ModelConfig
 from mlops.errors import ModelError
 from mlops.model_interface import FitContext, ModelInterface, TextDataset, TrainingArguments
 
@@ -53,15 +53,24 @@ class TfidfLinearClassifier(ModelInterface):
     """A scikit-learn pipeline: TF-IDF features -> logistic regression or calibrated linear SVM."""
 
     training_arguments_class = TfidfTrainingArguments
-    supports_hyperparameter_search = True
 
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: ModelConfig, training_arguments: TfidfTrainingArguments | None = None) -> None:
+        super().__init__(config, training_arguments)
         self._pipeline = None  # the fitted scikit-learn pipeline (after fit)
         self._predictor = None  # or its reloaded, pickle-free form (after load)
         self.search_result: dict | None = None
 
-    def _build_pipeline(self, args: TfidfTrainingArguments, seed: int):
+    @classmethod
+    def check_hyperparameter_search(cls, search: HyperparameterSearch, arguments: TfidfTrainingArguments) -> str | None:
+        known = set(cls._build_pipeline(arguments, 0).get_params())
+        unknown = [name for name in search.param_distributions if name not in known]
+        if unknown:
+            return (f"param_distributions names unknown parameters {unknown}; use pipeline parameter names such "
+                    "as 'classifier__C' or 'features__word__ngram_range'.")
+        return None
+
+    @staticmethod
+    def _build_pipeline(args: TfidfTrainingArguments, seed: int):
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
@@ -125,13 +134,6 @@ class TfidfLinearClassifier(ModelInterface):
         from sklearn.model_selection import RandomizedSearchCV, StratifiedKFold
 
         search = self.config.hyperparameter_search
-        known = set(pipeline.get_params())
-        unknown = [name for name in search.param_distributions if name not in known]
-        if unknown:
-            raise ModelError(
-                f"hyperparameter_search.param_distributions names unknown parameters {unknown}; "
-                f"use pipeline parameter names such as 'classifier__C' or 'features__word__ngram_range'."
-            )
         distributions = {
             name: [tuple(v) if isinstance(v, list) else v for v in values]
             for name, values in search.param_distributions.items()

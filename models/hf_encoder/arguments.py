@@ -1,0 +1,87 @@
+"""The typed ``training_arguments`` of the Hugging Face encoder classifier (and its ``peft`` block)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from mlops.model_interface import TrainingArguments
+from models.hf_common.training import PrecisionChoice
+
+#: LoRA target modules per ``config.model_type`` (attention query/value projections).
+LORA_TARGET_MODULES: dict[str, list[str]] = {
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "xlm-roberta": ["query", "value"],
+    "camembert": ["query", "value"],
+    "electra": ["query", "value"],
+    "albert": ["query", "value"],
+    "distilbert": ["q_lin", "v_lin"],
+    "deberta": ["in_proj"],
+    "deberta-v2": ["query_proj", "value_proj"],
+    "modernbert": ["Wqkv"],
+    "mpnet": ["q", "v"],
+}
+
+
+class LoraArguments(TrainingArguments):
+    """The ``peft`` block: LoRA adapters on the attention projections; the head is trained fully."""
+
+    r: int = Field(default=8, gt=0, description="adapter rank")
+    alpha: float = Field(default=16.0, gt=0, description="LoRA scaling numerator (lora_alpha)")
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    target_modules: list[str] | None = Field(
+        default=None, min_length=1, description="module names; default per architecture (LORA_TARGET_MODULES)"
+    )
+    save: Literal["merged", "adapter"] = Field(
+        default="merged", description="merged: a plain model folder; adapter: adapter weights + the base model's name"
+    )
+
+
+class HFEncoderTrainingArguments(TrainingArguments):
+    epochs: int = Field(default=3, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    eval_batch_size: int = Field(default=64, ge=1, description="batch size for validation and prediction")
+    learning_rate: float = Field(default=5e-5, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, le=1, description="share of optimizer steps spent warming up")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    max_grad_norm: float | None = Field(default=1.0, gt=0, description="gradient clipping; null disables it")
+    max_length: int = Field(default=128, ge=8, description="tokens per text (or pair); longer inputs are truncated")
+    early_stopping_patience: int | None = Field(
+        default=2, ge=1, description="epochs without validation macro-F1 gain before stopping; null: run all epochs"
+    )
+    early_stopping_min_delta: float = Field(default=0.0, ge=0)
+    class_weight: Literal["balanced"] | dict[str, float] | None = None
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    precision: PrecisionChoice = Field(
+        default="auto", description="auto: bf16 on capable CPUs/GPUs (fp16 on older GPUs), else fp32"
+    )
+    gradient_checkpointing: bool = False
+    group_by_length: bool = True
+    tf32: bool = Field(
+        default=True, description="CUDA: TF32 tensor cores for the fp32 matmuls left outside autocast (Ampere+)"
+    )
+    reuse_freed_memory: bool = Field(
+        default=True, description="CPU training: glibc keeps freed gradient memory for reuse (faster steps)"
+    )
+    num_threads: int | None = Field(
+        default=None, ge=1,
+        description="torch threads; default: the physical cores other processes leave free, re-checked as it runs",
+    )
+    trust_remote_code: bool = False
+    best_weights_storage: Literal["auto", "memory", "work_dir"] = "auto"
+    peft: LoraArguments | None = None
+
+    @field_validator("class_weight")
+    @classmethod
+    def _positive_weights(cls, value):
+        if isinstance(value, dict):
+            if not value:
+                raise ValueError("class_weight must be 'balanced', null or a non-empty {label: weight} object")
+            bad = {k: v for k, v in value.items() if not v > 0}
+            if bad:
+                raise ValueError(f"class weights must be > 0, found {bad}")
+        return value
