@@ -376,7 +376,7 @@ def test_encoder_configs_validate():
 def test_training_arguments_reject_unknown_and_invalid_keys(tiny_bert):
     from pydantic import ValidationError
 
-    from models.hf_encoder.model import HFEncoderTrainingArguments
+    from models.hf_encoder.arguments import HFEncoderTrainingArguments
 
     with pytest.raises(ValidationError, match="extra"):
         HFEncoderTrainingArguments.model_validate({"epochz": 3})

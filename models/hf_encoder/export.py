@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,8 +18,22 @@ from mlops.errors import ModelError
 from mlops.model_interface import TextDataset
 from models.hf_common.training import available_cores, quiet_transformers
 
-if TYPE_CHECKING:
-    from models.hf_encoder.model import HFEncoderClassifier
+
+class HFEncoderClassifier(Protocol):
+    """What the export needs of a trained ``models.hf_encoder.model.HFEncoderClassifier``."""
+
+    config: ModelConfig
+    labels: list[str]
+    tokenizer: Any
+    device: str
+    max_length: int
+    uses_text_pairs: bool
+
+    def fitted_module(self) -> Any: ...
+
+    def encode(self, texts: list, pairs: list | None, idx: np.ndarray) -> dict: ...
+
+    def predict_fp32(self, data: TextDataset) -> np.ndarray: ...
 
 
 def _check_exportable(classifier: HFEncoderClassifier) -> None:

@@ -1,5 +1,12 @@
 """The encoder's training loop: epochs of length-grouped batches, with callbacks for everything else.
 
+A lean loop of our own rather than ``transformers.Trainer``: the Trainer's early stopping needs a full
+checkpoint (with optimizer state) on disk at every evaluation, its length grouping tokenizes the whole
+data set up front, and importing it costs seconds. This loop tokenizes per batch (length-grouped, dynamic
+padding), runs under bf16 autocast where the CPU or GPU has it, validates once per epoch, keeps the best
+epoch's trainable weights (in memory, or one scratch file for very large models), uses fused AdamW and
+sets torch threads to the cores other processes leave free.
+
 The loop owns the arithmetic (optimizer, schedule, loss scaling, gradient accumulation and clipping)
 and the per-epoch record; early stopping, best-weight keeping, the progress bar and anything the
 runner adds (tracking) are ``mlops.callbacks.TrainingCallback`` objects, and an extra objective

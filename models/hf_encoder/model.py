@@ -1,21 +1,12 @@
 """Fine-tuned Hugging Face encoders (BERT, RoBERTa, DeBERTa, ModernBERT...) with a sequence-classification head.
 
-The training loop is a lean one of our own rather than ``transformers.Trainer``: the Trainer's early
-stopping needs a full checkpoint (with optimizer state) written to disk at every evaluation, its length
-grouping needs the whole data set tokenized up front, and importing it costs 10+ s here. What makes
-training fast is a short list of levers this loop applies directly (measured on 2 CPU cores: about
-2.5-3x the samples/s of a default Trainer script with the same model and hyperparameters):
-
-* length-grouped batches with dynamic padding (per-batch tokenization, nothing pre-padded);
-* bf16 autocast on CPUs with native bf16 (avx512_bf16/AMX) and bf16/fp16 on CUDA;
-* one validation pass per epoch, the best epoch's trainable weights kept in memory (or one scratch file
-  in the runner's work_dir for very large models), restored at the end: no stray checkpoints;
-* fused AdamW; torch threads set to the physical cores other processes leave free.
-
-Inference sorts rows by length, pads per batch and runs under ``torch.inference_mode`` with the same
-autocast. The saved folder is a standard ``save_pretrained`` folder (safetensors, real label names in
-``id2label``), so ``transformers.pipeline("text-classification", model=folder)`` loads it unchanged.
-LoRA (PEFT) fine-tuning is configured with a ``peft`` block and saved merged (default) or as an adapter.
+The model's ModelInterface methods live here; the training loop is ``loop.py`` (its early stopping,
+progress bar and best-weight keeping are callbacks in ``callbacks.py``), checkpoint loading and LoRA are
+``building.py``, the ONNX export is ``export.py``. Inference sorts rows by length, pads per batch and runs
+under ``torch.inference_mode`` with the training precision's autocast. The saved folder is a standard
+``save_pretrained`` folder (safetensors, real label names in ``id2label``), so
+``transformers.pipeline("text-classification", model=folder)`` loads it unchanged. LoRA (PEFT) is
+configured with a ``peft`` block and saved merged (default) or as an adapter.
 """
 
 from __future__ import annotations
@@ -45,7 +36,7 @@ from models.hf_common.training import (
     token_lengths,
     trainable_bytes,
 )
-from models.hf_encoder.arguments import HFEncoderTrainingArguments, LoraArguments  # noqa: F401 - re-exported
+from models.hf_encoder.arguments import HFEncoderTrainingArguments
 from models.hf_encoder.building import load_pretrained, load_saved, set_activation_checkpointing, wrap_lora
 from models.hf_encoder.callbacks import BestWeightKeeper, EarlyStopping, ProgressBar
 from models.hf_encoder.loop import (EncoderTrainingLoop, TrainingData, TrainStep, distributed_world,
@@ -60,11 +51,7 @@ MEMORY_COPY_LIMIT = 1 << 30
 
 
 def _columns(data: TextDataset) -> tuple[list, list | None]:
-    texts = data.texts if isinstance(data.texts, list) else list(data.texts)
-    pairs = None
-    if data.text_pairs is not None:
-        pairs = data.text_pairs if isinstance(data.text_pairs, list) else list(data.text_pairs)
-    return texts, pairs
+    return list(data.texts), None if data.text_pairs is None else list(data.text_pairs)
 
 
 def _label_indices(values: Sequence[str], labels: list[str], what: str) -> np.ndarray:
@@ -112,10 +99,6 @@ class HFEncoderClassifier(ModelInterface):
     @property
     def uses_text_pairs(self) -> bool:
         return self._uses_pairs
-
-    def fitted_module(self):
-        """The trained torch module (``ModelError`` before fit or load)."""
-        return self._require_fitted()
 
     # --- setup -----------------------------------------------------------------------------------------------
 
@@ -299,39 +282,10 @@ class HFEncoderClassifier(ModelInterface):
         self._finish(model, args, state)
         return self
 
-    def _clip_max_length(self, requested: int) -> int:
-        limit = getattr(self._tokenizer, "model_max_length", None)
-        if isinstance(limit, int) and 8 <= limit < 100_000 and requested > limit:
-            logger.warning("max_length %d exceeds the model's limit of %d tokens; using %d", requested, limit, limit)
-            return limit
-        return requested
-
-    def _best_weights_dir(self, args: HFEncoderTrainingArguments, context: FitContext, model) -> Path | None:
-        storage = args.best_weights_storage
-        if storage == "auto":
-            storage = "work_dir" if trainable_bytes(model) > MEMORY_COPY_LIMIT else "memory"
-        if storage == "work_dir":
-            if context.work_dir is not None:
-                return Path(context.work_dir) / "hf_encoder_best"
-            logger.info("no work_dir given: keeping the best epoch's weights in memory")
-        return None
-
-    def _validation_score(self, val: TextDataset, y_val: np.ndarray) -> float:
-        from sklearn.metrics import f1_score
-
-        proba, truncated = self._predict(val)
-        self._info["truncated"]["validation"] = truncated
-        return float(f1_score(y_val, proba.argmax(axis=1), average="macro"))
-
-    def _log_truncation(self, what: str, truncated: int, total: int) -> None:
-        if truncated:
-            logger.warning("%d of %d %s texts (%.1f%%) are longer than max_length=%d tokens and were truncated "
-                           "(raise training_arguments.max_length to keep more)", truncated, total, what,
-                           100 * truncated / total, self._max_length)
-
     # --- predict ---------------------------------------------------------------------------------------------
 
-    def _require_fitted(self):
+    def fitted_module(self):
+        """The trained torch module (``ModelError`` before fit or load)."""
         if self._model is None or self._tokenizer is None:
             raise ModelError("the model is not trained yet: call fit() or load() first.")
         return self._model
@@ -339,7 +293,7 @@ class HFEncoderClassifier(ModelInterface):
     def _predict(self, data: TextDataset) -> tuple[np.ndarray, int]:
         import torch
 
-        model = self._require_fitted()
+        model = self.fitted_module()
         self._check_pairs(data)
         out = np.empty((len(data), len(self.labels)), dtype=np.float64)
         if len(data) == 0:
@@ -378,7 +332,7 @@ class HFEncoderClassifier(ModelInterface):
     # --- save / load -----------------------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:
-        model = self._require_fitted()
+        model = self.fitted_module()
         directory = Path(directory)
         # pipeline(..., truncation=True) then truncates where predict_proba does.
         self._tokenizer.model_max_length = self._max_length

@@ -1,0 +1,189 @@
+"""The ModelInterface contract, checked the same way over every model family (cf. sklearn's check_estimator).
+
+A new plugin gets these checks by being listed once in FAMILIES: a name, how to build its config (tiny
+models only: no network, seconds per fit), and whether it trains (an ONNX export only predicts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hf_fixtures import build_tiny_bert, topic_data
+from llm_fixtures import build_tiny_causal_lm
+
+from mlops.config import ModelConfig
+from mlops.errors import ModelError
+from mlops.model_interface import FitContext, ModelInterface, TextDataset
+from mlops.plugins import resolve
+
+#: Deliberately not sorted: columns must follow this order, not the alphabet or the training data's.
+LABELS = ["tech", "sports", "food"]
+TEXTS, TARGETS = topic_data(90, seed=5, topics=tuple(LABELS))
+TRAIN = TextDataset(TEXTS[:60], TARGETS[:60])
+VAL = TextDataset(TEXTS[60:75], TARGETS[60:75])
+TEST = TextDataset(TEXTS[75:])
+TWO_CLASS_TRAIN = TextDataset([t for t, y in zip(TRAIN.texts, TRAIN.labels) if y != "sports"],
+                              [y for y in TRAIN.labels if y != "sports"])
+
+ENCODER_ARGS = {"epochs": 10, "early_stopping_patience": None, "batch_size": 16, "learning_rate": 5e-3, "warmup_ratio": 0.0, "max_length": 24,
+                "num_threads": 1, "precision": "fp32"}
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    module_path: str
+    class_name: str
+    arguments: dict
+    base: Callable[[Path], Path] | None = None  # builds the pretrained folder model_name points at
+    trains: bool = True  # False: an export that loads and predicts only (fit and save refuse)
+    learns: bool = False  # the tiny model separates the three topics well above chance
+
+    def config(self, base_dir: Path | None) -> ModelConfig:
+        return ModelConfig(module_path=self.module_path, class_name=self.class_name,
+                           model_name=None if base_dir is None else str(base_dir), training_arguments=self.arguments)
+
+
+FAMILIES = [
+    Family("tfidf", "models.tfidf_linear.model", "TfidfLinearClassifier", {"C": 10.0}, learns=True),
+    Family("tfidf_svm", "models.tfidf_linear.model", "TfidfLinearClassifier", {"classifier": "linear_svm"},
+           learns=True),
+    Family("encoder", "models.hf_encoder.model", "HFEncoderClassifier", ENCODER_ARGS,
+           base=lambda d: build_tiny_bert(d / "bert"), learns=True),
+    Family("encoder_lora", "models.hf_encoder.model", "HFEncoderClassifier",
+           {**ENCODER_ARGS, "learning_rate": 2e-2, "peft": {"r": 4, "alpha": 8, "save": "adapter"}},
+           base=lambda d: build_tiny_bert(d / "bert")),
+    Family("llm_prompt", "models.llm_prompt.model", "LlmPromptClassifier", {"shots_per_label": 1, "batch_size": 4},
+           base=lambda d: build_tiny_causal_lm(d / "llm")),
+    Family("llm_sft", "models.llm_sft.model", "LlmSftClassifier",
+           {"epochs": 2, "learning_rate": 0.01, "per_device_batch_size": 16, "max_length": 128, "lora_r": 4,
+            "lora_alpha": 8, "lora_dropout": 0.0, "lora_target_modules": "all-linear"},
+           base=lambda d: build_tiny_causal_lm(d / "llm")),
+    Family("onnx_export", "models.onnx_encoder.model", "OnnxEncoderClassifier", {}, trains=False),
+]
+TRAINABLE = [f for f in FAMILIES if f.trains]
+
+
+def _context(tmp: Path, seed: int = 7) -> FitContext:
+    tmp.mkdir(parents=True, exist_ok=True)
+    return FitContext(seed=seed, device="cpu", show_progress=False, work_dir=tmp)
+
+
+def _build(family: Family, base_dir: Path | None) -> ModelInterface:
+    named = resolve(family.config(base_dir), name=family.name, source=f"contract:{family.name}")
+    return named.build()
+
+
+def _export(tmp: Path) -> Path:
+    """A tiny encoder trained here and exported to fp32 ONNX: the folder OnnxEncoderClassifier loads."""
+    encoder = next(f for f in FAMILIES if f.name == "encoder")
+    model = _build(encoder, encoder.base(tmp)).fit(TRAIN, VAL, labels=LABELS, context=_context(tmp / "work"))
+    out = tmp / "onnx"
+    out.mkdir()
+    facts = model.export_onnx(out, precision="fp32", calibration=TextDataset(TEXTS[:8]), check=TEST,
+                              min_agreement=1.0)
+    assert (facts["module_path"], facts["class_name"]) == ("models.onnx_encoder.model", "OnnxEncoderClassifier")
+    return out
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> dict[str, tuple[ModelInterface, Path | None]]:
+    """Each family fitted once on TRAIN (or, for the export, loaded), with the base folder it was built from."""
+    models = {}
+    for family in FAMILIES:
+        tmp = tmp_path_factory.mktemp(family.name)
+        if family.trains:
+            base = family.base(tmp) if family.base else None
+            model = _build(family, base)
+            returned = model.fit(TRAIN, VAL, labels=LABELS, context=_context(tmp / "work"))
+            assert returned is model, f"{family.name}: fit must return self"
+            models[family.name] = (model, base)
+        else:
+            folder = _export(tmp)
+            cls = resolve(family.config(None), name=family.name, source="contract").model_class
+            models[family.name] = (cls.load(folder, family.config(None), device="cpu"), folder)
+    return models
+
+
+def _check_probabilities(proba: np.ndarray, n: int) -> None:
+    assert isinstance(proba, np.ndarray)
+    assert proba.shape == (n, len(LABELS))
+    assert np.isfinite(proba).all() and (proba >= 0).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_construction_does_no_work(family, tmp_path):
+    """The constructor stores the config: a model_name that does not exist is not looked at until fit."""
+    model = _build(family, tmp_path / "not-there")
+    assert model.labels == []
+    with pytest.raises(ModelError):
+        model.predict_proba(TEST)
+    assert not (tmp_path / "not-there").exists()
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_predict_proba_is_one_row_per_text_and_one_column_per_label(family, fitted):
+    model, _ = fitted[family.name]
+    assert list(model.labels) == LABELS
+    _check_probabilities(model.predict_proba(TEST), len(TEST))
+    _check_probabilities(model.predict_proba(TextDataset(TEST.texts[:1])), 1)
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f.learns], ids=lambda f: f.name)
+def test_columns_follow_labels(family, fitted):
+    """Scored by the given label order, a model that learns the topics is right far above chance (1/3)."""
+    model, _ = fitted[family.name]
+    predicted = np.asarray(LABELS)[model.predict_proba(TRAIN).argmax(axis=1)]
+    assert (predicted == np.asarray(TRAIN.labels)).mean() >= 0.8
+
+
+@pytest.mark.parametrize("family", TRAINABLE, ids=lambda f: f.name)
+def test_a_class_missing_from_train_still_gets_its_column(family, tmp_path):
+    base = family.base(tmp_path) if family.base else None
+    model = _build(family, base).fit(TWO_CLASS_TRAIN, labels=LABELS, context=_context(tmp_path / "work"))
+    assert list(model.labels) == LABELS
+    _check_probabilities(model.predict_proba(TEST), len(TEST))
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_save_then_load_gives_the_same_probabilities(family, fitted, tmp_path):
+    model, folder = fitted[family.name]
+    config = family.config(folder)
+    cls = type(model)
+    if family.trains:
+        saved = tmp_path / "saved"
+        saved.mkdir()
+        model.save(saved)
+    else:
+        with pytest.raises(ModelError):
+            model.save(tmp_path)
+        saved = folder
+    reloaded = cls.load(saved, config, device="cpu")
+    assert list(reloaded.labels) == LABELS
+    np.testing.assert_allclose(reloaded.predict_proba(TEST), model.predict_proba(TEST), atol=1e-6)
+
+
+@pytest.mark.parametrize("family", TRAINABLE, ids=lambda f: f.name)
+def test_the_same_seed_gives_the_same_probabilities(family, fitted, tmp_path):
+    model, base = fitted[family.name]
+    again = _build(family, base).fit(TRAIN, VAL, labels=LABELS, context=_context(tmp_path / "work"))
+    np.testing.assert_array_equal(again.predict_proba(TEST), model.predict_proba(TEST))
+
+
+def test_an_export_refuses_to_train(fitted):
+    model, _ = fitted["onnx_export"]
+    with pytest.raises(ModelError):
+        model.fit(TRAIN, labels=LABELS)
+
+
+def test_every_model_package_is_covered():
+    """A model package under models/ with a ModelInterface must be listed in FAMILIES."""
+    from mlops.plugins import available_model_modules
+
+    covered = {f.module_path for f in FAMILIES}
+    assert set(available_model_modules()) - {"models.hf_common.model"} <= covered
