@@ -121,8 +121,9 @@ class Application:
     def list_experiments(self) -> list[dict[str, Any]]:
         return experiment_rows(self.service)
 
-    def compare_models(self, experiment_id: str, run_type: RunType) -> list[dict[str, Any]]:
-        return compare_models(self.service, experiment_id, run_type)
+    def compare_models(self, experiment_id: str, run_type: RunType, *, metric: str = "macro_f1",
+                       baseline: str | None = None, rope: float = 0.01) -> list[dict[str, Any]]:
+        return compare_models(self.service, experiment_id, run_type, metric=metric, baseline=baseline, rope=rope)
 
     def generate_data(self, request, progress=None):
         from data.generation import generate

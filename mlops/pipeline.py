@@ -34,13 +34,36 @@ def proba_column(label: str) -> str:
     return f"{PROBA_PREFIX}{label}"
 
 
+#: Equal-width confidence bins of the expected calibration error.
+ECE_BINS = 15
+
+
+def expected_calibration_error(proba: np.ndarray, y_true: np.ndarray, n_bins: int = ECE_BINS) -> float | None:
+    """ECE of the top-class probability: sum over equal-width confidence bins of |accuracy - mean confidence|
+    times the bin's share of rows (Guo et al. 2017). ``y_true`` holds column indices (-1: never right).
+
+    Bin b of ``n_bins`` holds confidences in (b / n_bins, (b + 1) / n_bins]; None for no rows.
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    if len(proba) == 0:
+        return None
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == np.asarray(y_true)
+    bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    total = 0.0
+    for b in np.unique(bins):
+        rows = bins == b
+        total += abs(float(correct[rows].mean()) - float(confidence[rows].mean())) * rows.sum() / len(proba)
+    return float(total)
+
+
 def compute_metrics(
     y_true: Sequence[str], proba: np.ndarray | None, labels: Sequence[str], *, y_pred: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    """Accuracy, macro-F1, weighted P/R/F1, log-loss, a per-class report and the confusion matrix.
+    """Accuracy, macro-F1, weighted P/R/F1, log-loss, ECE, a per-class report and the confusion matrix.
 
     The predicted label is ``y_pred`` when given (a decision column), else the argmax of ``proba``;
-    log-loss needs ``proba`` and is None without it.
+    log-loss and ECE (``expected_calibration_error``) need ``proba`` and are None without it.
     """
     from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix, f1_score, log_loss,
                                  precision_recall_fscore_support)
@@ -52,10 +75,13 @@ def compute_metrics(
     y_pred = np.asarray(y_pred, dtype=object)
     precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="weighted",
                                                                zero_division=0)
-    loss = None
+    loss = ece = None
     if proba is not None:
         clipped = np.clip(proba, 1e-12, 1.0)
         loss = float(log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=labels))
+        column = {str(label): j for j, label in enumerate(labels)}
+        ece = expected_calibration_error(proba, np.fromiter((column.get(str(y), -1) for y in y_true), dtype=np.int64,
+                                                            count=len(y_true)))
     return {
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
@@ -64,6 +90,7 @@ def compute_metrics(
         "weighted_recall": float(recall),
         "weighted_f1": float(f1),
         "log_loss": loss,
+        "ece": ece,
         "per_class": classification_report(y_true, y_pred, labels=labels, output_dict=True, zero_division=0),
         "confusion_matrix": {"labels": labels,
                              "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
@@ -91,6 +118,8 @@ class FoldOutcome:
     model: ModelInterface
     proba: np.ndarray | None
     timings: dict[str, float] = field(default_factory=dict)
+    #: The test probabilities before calibration, where the model calibrates and can give them (else None).
+    proba_uncalibrated: np.ndarray | None = None
 
 
 def fit_and_predict(
@@ -101,7 +130,12 @@ def fit_and_predict(
     labels: Sequence[str],
     context: FitContext,
 ) -> FoldOutcome:
-    """A fresh model per call (nothing fitted is shared across folds), trained and applied to ``test``."""
+    """A fresh model per call (nothing fitted is shared across folds), trained and applied to ``test``.
+
+    A model whose ``training_arguments.calibration`` is set and that has an (optional)
+    ``predict_proba_uncalibrated(data)`` also gives the test probabilities before calibration (it may
+    return None when it cannot), for the fold's ``metrics_uncalibrated``.
+    """
     seed_everything(context.seed)
     timings: dict[str, float] = {}
     who = named.model_class.__name__
@@ -110,16 +144,20 @@ def fit_and_predict(
         model = named.build()
         model.fit(train, val if val is not None and len(val) else None, labels=list(labels), context=context)
         timings["train_s"] = time.perf_counter() - started
-        proba = None
+        proba = uncalibrated = None
         if test is not None and len(test):
             started = time.perf_counter()
             proba = check_probabilities(model.predict_proba(test), len(test), labels, who)
             timings["predict_s"] = time.perf_counter() - started
+            predict_uncalibrated = getattr(model, "predict_proba_uncalibrated", None)
+            if predict_uncalibrated is not None and getattr(model.training_arguments, "calibration", None):
+                raw = predict_uncalibrated(test)
+                uncalibrated = None if raw is None else check_probabilities(raw, len(test), labels, who)
     except MlopsError:
         raise
     except Exception as exc:  # model code is third-party territory: report it as a model failure
         raise ModelError(f"{who} failed: {type(exc).__name__}: {exc}") from exc
-    return FoldOutcome(model=model, proba=proba, timings=timings)
+    return FoldOutcome(model=model, proba=proba, timings=timings, proba_uncalibrated=uncalibrated)
 
 
 SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_precision", "weighted_recall", "weighted_f1", "log_loss")

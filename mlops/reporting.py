@@ -1,4 +1,5 @@
-"""Read-only views over the artifacts: experiments with their stages, and models ranked by metric."""
+"""Read-only views over the artifacts: experiments with their stages, and models ranked by metric with paired
+statistics against a baseline."""
 
 from __future__ import annotations
 
@@ -7,8 +8,18 @@ from typing import Any
 
 from mlops.artifacts import MODEL_FILE
 from mlops.errors import ExperimentError, MlopsError
-from mlops.experiment_service import FINAL_RECORD_FILE, METRICS_FILE, SUMMARY_FILE, ExperimentService, RunType
+from mlops.experiment_service import (FINAL_RECORD_FILE, METRICS_FILE, PREDICTIONS_FILE, SUMMARY_FILE, Experiment,
+                                      ExperimentService, RunType)
 from mlops.io import read_json
+from mlops.statistics import (bayesian_correlated_ttest, corrected_resampled_ttest, discordant_pairs,
+                              mcnemar_exact_p_value)
+
+#: The metrics compare-models ranks and tests by (per-fold values in each fold's metrics.json).
+COMPARISON_METRICS = ("macro_f1", "accuracy")
+#: What must be equal for two runs' folds to be the same rows: the data and the split parameters.
+SPLIT_FINGERPRINT = ("input_sha256", "split_parameters")
+FOLD_STATISTICS = ("diff_mean", "diff_ci_low", "diff_ci_high", "p_value", "prob_better", "prob_rope", "prob_worse")
+ROW_STATISTICS = ("n_discordant_model_right", "n_discordant_baseline_right", "mcnemar_p_value")
 
 
 def _final_model_dir(runs_dir: Path) -> Path | None:
@@ -73,9 +84,37 @@ def _experiment_rows(service: ExperimentService, experiment_id: str) -> list[dic
     return rows
 
 
-def compare_models(service: ExperimentService, experiment_id: str, run_type: RunType) -> list[dict[str, Any]]:
-    """Models of one experiment ranked by mean macro-F1, with std and the per-fold values."""
-    service.load_experiment(experiment_id)  # clear error for an unknown experiment
+def compare_models(service: ExperimentService, experiment_id: str, run_type: RunType, *, metric: str = "macro_f1",
+                   baseline: str | None = None, rope: float = 0.01) -> list[dict[str, Any]]:
+    """Models of one experiment ranked by the mean of ``metric``, each with paired statistics against ``baseline``.
+
+    ``baseline`` defaults to the best-ranked model. With two or more folds every row gets the mean fold
+    difference (model - baseline) with the corrected resampled t-test and the Bayesian correlated t-test
+    (ROPE ``rope``); with one fold (train-val backtesting, the hold-out estimate) there is no variance
+    across folds, so those are None and McNemar's exact test on the shared test rows is given instead.
+    The baseline's own row has None statistics.
+    """
+    if metric not in COMPARISON_METRICS:
+        raise ExperimentError(f"unknown metric {metric!r}; choose one of {', '.join(COMPARISON_METRICS)}.")
+    if not rope >= 0:
+        raise ExperimentError(f"--rope must be >= 0, got {rope}.")
+    experiment = service.load_experiment(experiment_id)  # clear error for an unknown experiment
+    rows = _ranked_rows(service, experiment_id, run_type, metric)
+    names = [row["model"] for row in rows]
+    baseline = baseline or names[0]
+    if baseline not in names:
+        raise ExperimentError(
+            f"--baseline {baseline!r} has no {run_type.value} results in experiment {experiment_id!r}; "
+            f"models with results: {', '.join(names)}."
+        )
+    records = {row["model"]: _fold_records(service, experiment_id, row["model"], run_type, row["n_folds"])
+               for row in rows}
+    for row in rows:
+        row.update(_paired_statistics(service, experiment, run_type, row["model"], baseline, records, metric, rope))
+    return rows
+
+
+def _ranked_rows(service: ExperimentService, experiment_id: str, run_type: RunType, metric: str) -> list[dict[str, Any]]:
     rows = []
     for name in _config_names(service, experiment_id):
         summary_path = service.run_dir(experiment_id, name, run_type) / SUMMARY_FILE
@@ -90,13 +129,128 @@ def compare_models(service: ExperimentService, experiment_id: str, run_type: Run
             "accuracy_mean": summary["accuracy"]["mean"],
             "accuracy_std": summary["accuracy"]["std"],
             "macro_f1_per_fold": summary["macro_f1"]["per_fold"],
+            "accuracy_per_fold": summary["accuracy"]["per_fold"],
         })
     if not rows:
         raise ExperimentError(
             f"no {run_type.value} results in experiment {experiment_id!r} yet; run "
-            f"`cli {'run-backtesting' if run_type is RunType.backtesting else 'estimate-performance'}` first."
+            f"`cli {_command(run_type)}` first."
         )
-    rows.sort(key=lambda r: r["macro_f1_mean"], reverse=True)
+    rows.sort(key=lambda r: r[f"{metric}_mean"], reverse=True)
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
     return rows
+
+
+def _command(run_type: RunType) -> str:
+    return "run-backtesting" if run_type is RunType.backtesting else "estimate-performance"
+
+
+def _fold_dirs(service: ExperimentService, experiment_id: str, name: str, run_type: RunType, n_folds: int) -> list[Path]:
+    run_dir = service.run_dir(experiment_id, name, run_type)
+    return [run_dir / f"fold_{k}" for k in range(n_folds)] if run_type is RunType.backtesting else [run_dir]
+
+
+def _fold_records(service: ExperimentService, experiment_id: str, name: str, run_type: RunType,
+                  n_folds: int) -> list[dict[str, Any]]:
+    """Each fold's metrics.json (identity, metrics, row counts), in fold order."""
+    records = []
+    for directory in _fold_dirs(service, experiment_id, name, run_type, n_folds):
+        path = directory / METRICS_FILE
+        record = read_json(path) if path.is_file() else None
+        if record is None or "identity" not in record or "rows" not in record:
+            raise ExperimentError(
+                f"{path} is missing or lacks its identity or row counts, so {name}'s folds cannot be paired; "
+                f"rerun `cli {_command(run_type)} --experiment-id {experiment_id} --model-config-name {name} --force`."
+            )
+        records.append(record)
+    return records
+
+
+def _paired_statistics(service: ExperimentService, experiment: Experiment, run_type: RunType, name: str,
+                       baseline: str, records: dict[str, list[dict[str, Any]]], metric: str,
+                       rope: float) -> dict[str, Any]:
+    single = len(records[baseline]) == 1
+    result: dict[str, Any] = {"baseline": baseline, **dict.fromkeys(FOLD_STATISTICS)}
+    if single:
+        result.update(dict.fromkeys(ROW_STATISTICS))
+    if name == baseline:
+        return {**result, "note": "baseline"}
+    _check_same_splits(experiment, run_type, name, baseline, records)
+    model_folds, baseline_folds = records[name], records[baseline]
+    diffs = [float(m["metrics"][metric]) - float(b["metrics"][metric])
+             for m, b in zip(model_folds, baseline_folds, strict=True)]
+    if single:
+        b, c = _discordant_rows(service, experiment.experiment_id, run_type, name, baseline)
+        return {**result, "diff_mean": diffs[0], "n_discordant_model_right": b, "n_discordant_baseline_right": c,
+                "mcnemar_p_value": mcnemar_exact_p_value(b, c),
+                "note": "1 fold: no variance across folds, so no t-test; McNemar's exact test on the shared test rows"}
+    n_train = sum(r["rows"]["train"] for r in model_folds) / len(model_folds)
+    n_test = sum(r["rows"]["test"] for r in model_folds) / len(model_folds)
+    test = corrected_resampled_ttest(diffs, n_train, n_test)
+    posterior = bayesian_correlated_ttest(diffs, n_train, n_test, rope=rope)
+    return {**result, "diff_mean": test.mean, "diff_ci_low": test.ci_low, "diff_ci_high": test.ci_high,
+            "p_value": test.p_value, "prob_better": posterior.prob_better, "prob_rope": posterior.prob_rope,
+            "prob_worse": posterior.prob_worse, "note": None}
+
+
+def _fingerprint_differences(first: dict[str, Any], second: dict[str, Any]) -> list[str]:
+    """What differs between two identities' data fingerprint and split parameters, in words."""
+    found = []
+    if first.get("input_sha256") != second.get("input_sha256"):
+        found.append(f"input_sha256 {str(first.get('input_sha256'))[:12]} vs {str(second.get('input_sha256'))[:12]}")
+    params_a, params_b = first.get("split_parameters") or {}, second.get("split_parameters") or {}
+    for key in sorted(set(params_a) | set(params_b)):
+        if params_a.get(key) != params_b.get(key):
+            found.append(f"split parameter {key} {params_a.get(key)!r} vs {params_b.get(key)!r}")
+    return found
+
+
+def _check_same_splits(experiment: Experiment, run_type: RunType, name: str, baseline: str,
+                       records: dict[str, list[dict[str, Any]]]) -> None:
+    """Refuse to pair runs whose folds are not the same rows (other data, other split parameters, other fold count)."""
+    model_folds, baseline_folds = records[name], records[baseline]
+    current = {key: experiment.info.get(key) for key in SPLIT_FINGERPRINT}
+    n_folds = len(experiment.plan.backtesting) if run_type is RunType.backtesting else 1
+    stale = [who for who in (name, baseline) if len(records[who]) != n_folds
+             or any(_fingerprint_differences(record["identity"], current) for record in records[who])]
+    fix = "; ".join(f"`cli {_command(run_type)} --experiment-id {experiment.experiment_id} --model-config-name {who} "
+                    "--force`" for who in (stale or [name, baseline]))
+    fix = f"rerun {'the out-of-date run' if len(stale) == 1 else 'them'} on the experiment's current splits with {fix}"
+    if len(model_folds) != len(baseline_folds):
+        raise ExperimentError(
+            f"cannot compare {name} with baseline {baseline}: {name} has {len(model_folds)} {run_type.value} "
+            f"fold(s) and {baseline} has {len(baseline_folds)}, so their scores are not paired; {fix}."
+        )
+    for k, (model_record, baseline_record) in enumerate(zip(model_folds, baseline_folds, strict=True)):
+        differences = _fingerprint_differences(model_record["identity"], baseline_record["identity"])
+        if differences:
+            raise ExperimentError(
+                f"cannot compare {name} with baseline {baseline}: their {run_type.value} fold {k + 1} was made from "
+                f"different data or splits ({'; '.join(differences)}; {name} vs {baseline}), so their scores are "
+                f"not paired; {fix}."
+            )
+
+
+def _discordant_rows(service: ExperimentService, experiment_id: str, run_type: RunType, name: str,
+                     baseline: str) -> tuple[int, int]:
+    """(b, c) over the single fold's test rows, matched by row_id: rows only the model / only the baseline got right."""
+    import pandas as pd
+
+    frames = []
+    for who in (name, baseline):
+        path = _fold_dirs(service, experiment_id, who, run_type, 1)[0] / PREDICTIONS_FILE
+        if not path.is_file():
+            raise ExperimentError(f"{path} is missing; rerun `cli {_command(run_type)} --experiment-id "
+                                  f"{experiment_id} --model-config-name {who} --force`.")
+        frames.append(pd.read_csv(path, usecols=["row_id", "label", "predicted_label"],
+                                  dtype={"label": str, "predicted_label": str}, keep_default_na=False))
+    merged = frames[0].merge(frames[1], on="row_id", suffixes=("_model", "_baseline"))
+    paired = all(frame.row_id.is_unique for frame in frames) and len(merged) == len(frames[0]) == len(frames[1])
+    if not paired or (merged.label_model != merged.label_baseline).any():
+        raise ExperimentError(
+            f"the {run_type.value} predictions of {name} and {baseline} are not on the same rows with the same "
+            f"labels, so McNemar's test cannot pair them; rerun both with --force."
+        )
+    return discordant_pairs(merged.label_model.tolist(), merged.predicted_label_model.tolist(),
+                            merged.predicted_label_baseline.tolist())

@@ -149,6 +149,8 @@ class ExperimentRunner:
         record = {
             "identity": identity,
             "metrics": metrics,
+            "metrics_uncalibrated": (None if outcome.proba_uncalibrated is None else
+                                     compute_metrics(test.labels, outcome.proba_uncalibrated, experiment.labels)),
             "timings": {**outcome.timings},
             "runtime": outcome.model.runtime_info(),
             "rows": {"train": len(fold.train), "val": len(fold.val), "test": len(test)},
