@@ -62,6 +62,11 @@ class RunTypeOption(str, Enum):
     performance_estimation = "performance_estimation"
 
 
+class MetricOption(str, Enum):
+    macro_f1 = "macro_f1"
+    accuracy = "accuracy"
+
+
 ArtifactsDir = Annotated[
     Path,
     typer.Option("--artifacts-dir", envvar="MLOPS_ARTIFACTS_DIR", file_okay=False,
@@ -485,15 +490,82 @@ def list_experiments(fmt: Format = OutputFormat.table, artifacts_dir: ArtifactsD
 def compare_models_command(
     experiment_id: ExperimentId,
     run_type: Annotated[RunTypeOption, typer.Option("--run-type")] = RunTypeOption.backtesting,
+    baseline: Annotated[
+        Optional[str], typer.Option("--baseline", help="The model the others are tested against (default: the best-ranked).")
+    ] = None,
+    metric: Annotated[
+        MetricOption, typer.Option("--metric", help="Rank and test by this metric.")
+    ] = MetricOption.macro_f1,
+    rope: Annotated[
+        float, typer.Option("--rope", min=0.0, help="Region of practical equivalence: |diff| <= rope counts as equal.")
+    ] = 0.01,
     fmt: Format = OutputFormat.table,
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
 ) -> None:
-    """Models of an experiment ranked by mean macro-F1, with std and per-fold values."""
+    """Models of an experiment ranked by a metric's mean, each tested against a baseline on the same folds."""
     from mlops.experiment_service import RunType
 
-    rows = _application(artifacts_dir).compare_models(experiment_id, RunType(run_type.value))
-    _emit(rows, fmt, f"{run_type.value} on {experiment_id}",
-          ["rank", "model", "n_folds", "macro_f1_mean", "macro_f1_std", "accuracy_mean", "macro_f1_per_fold"])
+    rows = _application(artifacts_dir).compare_models(experiment_id, RunType(run_type.value), metric=metric.value,
+                                                      baseline=baseline, rope=rope)
+    title = f"{run_type.value} on {experiment_id}, ranked by {metric.value}"
+    if fmt is not OutputFormat.table:
+        _emit(rows, fmt, title, ["rank", *[key for key in rows[0] if key != "rank"]])
+        return
+
+    def signed(value: float | None) -> str | None:
+        return None if value is None else f"{value:+.4f}"
+
+    def p_value(value: float | None) -> str | None:
+        return None if value is None else "<0.0001" if value < 1e-4 else f"{value:.4f}"
+
+    single = "mcnemar_p_value" in rows[0]
+    shown = []
+    for row in rows:
+        cells = {key: row[key] for key in ("rank", "model", "n_folds", "macro_f1_mean", "macro_f1_std", "accuracy_mean",
+                                           "accuracy_std", f"{metric.value}_per_fold")
+                 if key != "accuracy_std" or metric is MetricOption.accuracy}
+        cells["diff"] = "baseline" if row["note"] == "baseline" else signed(row["diff_mean"])
+        if single:
+            cells.update({"b (model right)": row["n_discordant_model_right"],
+                          "c (baseline right)": row["n_discordant_baseline_right"],
+                          "McNemar p": p_value(row["mcnemar_p_value"])})
+        else:
+            ci = None if row["diff_ci_low"] is None else f"[{row['diff_ci_low']:+.3f}, {row['diff_ci_high']:+.3f}]"
+            cells.update({"95% CI": ci, "p": p_value(row["p_value"]), "P(better)": row["prob_better"],
+                          "P(equal)": row["prob_rope"], "P(worse)": row["prob_worse"]})
+        shown.append(cells)
+    _emit(shown, OutputFormat.table, title)
+    base = rows[0]["baseline"]
+    if single:
+        out.print(f"diff = model - baseline ({base}) {metric.value} on the one shared test split; b, c: test rows only "
+                  "the model / only the baseline got right; McNemar p: exact binomial test on b and c. One fold has "
+                  "no variance across folds, so no t-test or Bayesian probabilities (backtest with several folds).")
+    else:
+        out.print(f"diff = model - baseline ({base}) {metric.value}, mean over paired folds, with its 95% interval; "
+                  "p: corrected resampled t-test (Nadeau & Bengio 2003); P(better/equal/worse): Bayesian correlated "
+                  f"t-test (Benavoli et al. 2017), ROPE ±{rope:g}")
+
+
+class ReportFormatOption(str, Enum):
+    html = "html"
+    md = "md"
+
+
+@app.command("report")
+@handle_errors
+def report(
+    experiment_id: ExperimentId,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", dir_okay=False, help="Default: <artifacts>/experiments/<id>/reports/report.<format>.")] = None,
+    fmt: Annotated[ReportFormatOption, typer.Option(
+        "--format", help="html: one self-contained file; md: Markdown with PNG files beside it.")] = ReportFormatOption.html,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --output file.")] = False,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
+) -> None:
+    """Plots and fold-paired statistics of an experiment: data, comparison, confusion, calibration, curves."""
+    result = _application(artifacts_dir).report(experiment_id, output=output, fmt=fmt.value, force=force)
+    out.print(f"Report ({len(result.sections)} sections, {result.images} images) -> [bold]{result.path}[/]")
+    out.print(f"Images in {result.images_dir}")
 
 
 @app.command("quickstart")

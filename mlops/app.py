@@ -125,6 +125,11 @@ class Application:
                        baseline: str | None = None, rope: float = 0.01) -> list[dict[str, Any]]:
         return compare_models(self.service, experiment_id, run_type, metric=metric, baseline=baseline, rope=rope)
 
+    def report(self, experiment_id: str, *, output: Path | None = None, fmt: str = "html", force: bool = False):
+        from mlops.report.writer import write_report
+
+        return write_report(self.service, experiment_id, output=output, fmt=fmt, force=force)
+
     def generate_data(self, request, progress=None):
         from data.generation import generate
 

@@ -114,7 +114,8 @@ def compare_models(service: ExperimentService, experiment_id: str, run_type: Run
     return rows
 
 
-def _ranked_rows(service: ExperimentService, experiment_id: str, run_type: RunType, metric: str) -> list[dict[str, Any]]:
+def _ranked_rows(service: ExperimentService, experiment_id: str, run_type: RunType,
+                 metric: str) -> list[dict[str, Any]]:
     rows = []
     for name in _config_names(service, experiment_id):
         summary_path = service.run_dir(experiment_id, name, run_type) / SUMMARY_FILE
@@ -146,7 +147,8 @@ def _command(run_type: RunType) -> str:
     return "run-backtesting" if run_type is RunType.backtesting else "estimate-performance"
 
 
-def _fold_dirs(service: ExperimentService, experiment_id: str, name: str, run_type: RunType, n_folds: int) -> list[Path]:
+def _fold_dirs(service: ExperimentService, experiment_id: str, name: str, run_type: RunType,
+               n_folds: int) -> list[Path]:
     run_dir = service.run_dir(experiment_id, name, run_type)
     return [run_dir / f"fold_{k}" for k in range(n_folds)] if run_type is RunType.backtesting else [run_dir]
 
