@@ -90,6 +90,18 @@ Encoding = Annotated[str, typer.Option("--encoding", help="Text encoding of CSV 
 DEFAULT_ARTIFACTS = Path("artifacts")
 
 
+class TrackOption(str, Enum):
+    mlflow = "mlflow"
+    tensorboard = "tensorboard"
+
+
+Track = Annotated[
+    Optional[list[TrackOption]],
+    typer.Option("--track", help="Also log runs to mlflow (MLFLOW_TRACKING_URI, else <artifacts>/mlflow.db) "
+                                 "and/or tensorboard (event files in the run folder); repeatable."),
+]
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs and tracebacks.")] = False,
@@ -133,10 +145,12 @@ def handle_errors(command):
     return wrapper
 
 
-def _application(artifacts_dir: Path, device: str | None = None, allow_external: bool = False) -> Application:
+def _application(artifacts_dir: Path, device: str | None = None, allow_external: bool = False,
+                 track: list[TrackOption] | None = None) -> Application:
     from mlops.app import Application
 
-    return Application(artifacts_dir, device=device, allow_external_models=allow_external)
+    return Application(artifacts_dir, device=device, allow_external_models=allow_external,
+                       track=[t.value for t in track or []])
 
 
 def _emit(rows: list[dict[str, Any]], fmt: OutputFormat, title: str, columns: list[str] | None = None) -> None:
@@ -173,9 +187,9 @@ def _cell(value: Any) -> str:
 
 
 def _run_stage(stage: str, experiment_id: str, model_config_name: str, *, force: bool, device: str | None,
-               allow_external: bool, artifacts_dir: Path, **options: Any):
+               allow_external: bool, artifacts_dir: Path, track: list[TrackOption] | None, **options: Any):
     """The body the run commands share: build the application and run one stage of the lifecycle."""
-    application = _application(artifacts_dir, device, allow_external)
+    application = _application(artifacts_dir, device, allow_external, track)
     return getattr(application, stage)(experiment_id, model_config_name, force=force, **options)
 
 
@@ -248,11 +262,12 @@ def run_backtesting(
     force: Force = False,
     device: Device = None,
     allow_external_models: AllowExternal = False,
+    track: Track = None,
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
 ) -> None:
     """Train a fresh model per fold (early-stopping on the fold's val), score its test; resumes by default."""
     _print_run(_run_stage("run_backtesting", experiment_id, model_config_name, force=force, device=device,
-                          allow_external=allow_external_models, artifacts_dir=artifacts_dir))
+                          allow_external=allow_external_models, artifacts_dir=artifacts_dir, track=track))
 
 
 @app.command("estimate-performance")
@@ -263,11 +278,12 @@ def estimate_performance(
     force: Force = False,
     device: Device = None,
     allow_external_models: AllowExternal = False,
+    track: Track = None,
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
 ) -> None:
     """Train on the train-val set and score once on the untouched global hold-out."""
     _print_run(_run_stage("estimate_performance", experiment_id, model_config_name, force=force, device=device,
-                          allow_external=allow_external_models, artifacts_dir=artifacts_dir))
+                          allow_external=allow_external_models, artifacts_dir=artifacts_dir, track=track))
 
 
 @app.command("train-final-model")
@@ -280,11 +296,12 @@ def train_final_model(
     force: Force = False,
     device: Device = None,
     allow_external_models: AllowExternal = False,
+    track: Track = None,
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
 ) -> None:
     """Train on all the data (train/val per --final-model-val-size) and save a deployable model folder."""
     result = _run_stage("train_final_model", experiment_id, model_config_name, force=force, device=device,
-                        allow_external=allow_external_models, artifacts_dir=artifacts_dir,
+                        allow_external=allow_external_models, artifacts_dir=artifacts_dir, track=track,
                         model_output_dir=model_output_dir)
     if result.validation_metrics:
         out.print(f"Validation (early-stopping split, optimistic): accuracy {result.validation_metrics['accuracy']:.4f}, "
@@ -576,12 +593,13 @@ def quickstart(
     cv_folds: Annotated[int, typer.Option("--cv-folds")] = 3,
     force: Force = False,
     device: Device = None,
+    track: Track = None,
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
 ) -> None:
     """The whole lifecycle on the bundled MR movie-review sample, offline, in a few minutes."""
     from mlops.app import QUICKSTART_MODELS
 
-    application = _application(artifacts_dir, device)
+    application = _application(artifacts_dir, device, track=track)
     models = model or [m for m in QUICKSTART_MODELS if m in application.catalog.names()]
     result = application.quickstart(experiment_id, models, cv_folds=cv_folds, force=force)
     _emit(result.backtesting, OutputFormat.table, f"backtesting ({cv_folds}-fold) on {experiment_id}",

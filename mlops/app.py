@@ -19,6 +19,7 @@ from mlops.provenance import PROJECT_ROOT
 from mlops.reporting import compare_models, experiment_rows
 from mlops.runner import ExperimentRunner, FinalModelResult, RunResult
 from mlops.splitting import BacktestingStrategy, SplitParameters
+from mlops.tracking.session import make_tracking
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +49,11 @@ class Application:
         config_dir: Path = DEFAULT_CONFIG_DIR,
         allow_external_models: bool = False,
         device: str | None = None,
+        track: list[str] | None = None,
     ) -> None:
         self.service = ExperimentService(artifacts_dir)
         self.catalog = ModelCatalog(config_dir, allow_external=allow_external_models)
-        self.runner = ExperimentRunner(self.service, device=device)
+        self.runner = ExperimentRunner(self.service, device=device, tracking=make_tracking(track, artifacts_dir))
         self.allow_external_models = allow_external_models
         self.device = device
 

@@ -29,6 +29,7 @@ from mlops.pipeline import FoldOutcome, compute_metrics, fit_and_predict, predic
 from mlops.plugins import NamedConfig
 from mlops.provenance import environment_manifest
 from mlops.splitting import Fold
+from mlops.tracking.session import FoldRun, Tracking
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +91,13 @@ class ExperimentRunner:
     """
 
     def __init__(self, service: ExperimentService, *, device: str | None = None, show_progress: bool = True,
-                 callbacks: list[TrainingCallback] | None = None) -> None:
+                 callbacks: list[TrainingCallback] | None = None, tracking: Tracking | None = None) -> None:
         self.service = service
         self.device = device
         self.show_progress = show_progress
         self.callbacks = list(callbacks or [])
         self.writes = is_main_process()
+        self.tracking = tracking if tracking is not None and self.writes else Tracking([])
 
     # --- shared pieces ---------------------------------------------------------------------------
     def _identity(self, experiment: Experiment, named: NamedConfig, run_type: RunType, fold: int) -> dict[str, Any]:
@@ -110,14 +112,22 @@ class ExperimentRunner:
             "seed": experiment.seed,
         }
 
-    def _context(self, seed: int, work_dir: Path) -> FitContext:
+    def _context(self, seed: int, work_dir: Path, extra: list[TrainingCallback] | None = None) -> FitContext:
         return FitContext(seed=seed, work_dir=work_dir, device=self.device, show_progress=self.show_progress,
-                          callbacks=list(self.callbacks))
+                          callbacks=[*self.callbacks, *(extra or [])])
 
     def _fit(self, named: NamedConfig, train: TextDataset, val: TextDataset, test: TextDataset, labels: list[str],
-             seed: int, scratch_parent: Path) -> FoldOutcome:
+             seed: int, scratch_parent: Path, tracked: FoldRun) -> FoldOutcome:
         with _work_dir(scratch_parent) as work_dir:
-            return fit_and_predict(named, train, val, test, labels, self._context(seed, work_dir))
+            return fit_and_predict(named, train, val, test, labels, self._context(seed, work_dir, tracked.callbacks))
+
+    @staticmethod
+    def _tracking_params(experiment: Experiment, named: NamedConfig, run_type: RunType) -> dict[str, Any]:
+        return {"experiment_id": experiment.experiment_id, "run_type": run_type.value, "config_name": named.name,
+                "config_source": named.source, "config": named.config.model_dump(mode="json"),
+                "config_sha256": config_fingerprint(named.config), "seed": experiment.seed,
+                "input_sha256": experiment.info["input_sha256"], "split_parameters": experiment.info["split_parameters"],
+                "labels": experiment.labels}
 
     def _completed_fold(self, fold_dir: Path, identity: dict[str, Any], force: bool) -> dict[str, Any] | None:
         """The stored result of a finished fold with the same identity, or None if it must be (re)run."""
@@ -134,14 +144,14 @@ class ExperimentRunner:
         return record
 
     def _train_fold(self, experiment: Experiment, named: NamedConfig, run_type: RunType, k: int, fold: Fold, data,
-                    run_dir: Path, fold_dir: Path, identity: dict[str, Any]) -> dict[str, Any]:
+                    run_dir: Path, fold_dir: Path, identity: dict[str, Any], tracked: FoldRun) -> dict[str, Any]:
         """Train and score one fold, write its folder, and return its record (metrics, timings...)."""
         n_folds = len(self.service.folds(experiment, run_type))
         train, val, test = (dataset_at(data, rows) for rows in (fold.train, fold.val, fold.test))
         logger.info("%s fold %d/%d: training %s on %d rows (val %d), scoring %d rows", run_type.value, k + 1,
                     n_folds, named.name, len(train), len(val), len(test))
         try:
-            outcome = self._fit(named, train, val, test, experiment.labels, experiment.seed, run_dir)
+            outcome = self._fit(named, train, val, test, experiment.labels, experiment.seed, run_dir, tracked)
         except MlopsError as exc:
             raise type(exc)(f"{run_type.value} fold {k + 1}/{n_folds} of {named.name} failed: {exc}") from exc
         t0 = time.perf_counter()
@@ -176,24 +186,31 @@ class ExperimentRunner:
         fold_metrics: list[dict[str, Any]] = []
         resumed: list[int] = []
         stage_totals: dict[str, float] = {}
-        for k, fold in enumerate(folds):
-            fold_dir = run_dir / f"fold_{k}" if run_type is RunType.backtesting else run_dir
-            identity = self._identity(experiment, named, run_type, k)
-            done = self._completed_fold(fold_dir, identity, force)
-            if done is not None:
-                logger.info("%s fold %d/%d already complete (macro-F1 %.4f); reusing it (--force retrains)",
-                            run_type.value, k + 1, len(folds), done["metrics"]["macro_f1"])
-                fold_metrics.append(done["metrics"])
-                resumed.append(k)
-                continue
-            if data is None:
-                t0 = time.perf_counter()
-                data = self.service.load_data(experiment)
-                load_s = time.perf_counter() - t0
-            record = self._train_fold(experiment, named, run_type, k, fold, data, run_dir, fold_dir, identity)
-            for key, value in record["timings"].items():
-                stage_totals[key] = stage_totals.get(key, 0.0) + value
-            fold_metrics.append(record["metrics"])
+        params = self._tracking_params(experiment, named, run_type)
+        with self.tracking.command(f"{named.name} {run_type.value}", params, run_dir):
+            for k, fold in enumerate(folds):
+                fold_dir = run_dir / f"fold_{k}" if run_type is RunType.backtesting else run_dir
+                identity = self._identity(experiment, named, run_type, k)
+                done = self._completed_fold(fold_dir, identity, force)
+                with self.tracking.fold(f"fold_{k}", {**params, "fold": k, "resumed": done is not None},
+                                        run_dir) as tracked:
+                    if done is not None:
+                        logger.info("%s fold %d/%d already complete (macro-F1 %.4f); reusing it (--force "
+                                    "retrains)", run_type.value, k + 1, len(folds), done["metrics"]["macro_f1"])
+                        fold_metrics.append(done["metrics"])
+                        resumed.append(k)
+                        tracked.log_result(done["metrics"], fold_dir, experiment.labels)
+                        continue
+                    if data is None:
+                        t0 = time.perf_counter()
+                        data = self.service.load_data(experiment)
+                        load_s = time.perf_counter() - t0
+                    record = self._train_fold(experiment, named, run_type, k, fold, data, run_dir, fold_dir,
+                                              identity, tracked)
+                    tracked.log_result(record["metrics"], fold_dir, experiment.labels)
+                for key, value in record["timings"].items():
+                    stage_totals[key] = stage_totals.get(key, 0.0) + value
+                fold_metrics.append(record["metrics"])
         summary = summarise_folds(fold_metrics)
         timings = {"load_s": load_s, **stage_totals, "total_s": time.perf_counter() - started}
         if self.writes:
@@ -266,9 +283,11 @@ class ExperimentRunner:
         model_dir.parent.mkdir(parents=True, exist_ok=True)
         # Ranks other than 0 of a distributed launch train alongside but write into a throwaway folder.
         staging = staged_directory(model_dir, replace=True) if self.writes else _throwaway_directory()
-        with staging as scratch:
+        params = self._tracking_params(experiment, named, RunType.final_model)
+        with self.tracking.command(f"{named.name} final_model", params, run_dir), \
+                self.tracking.fold("final_model", params, run_dir) as tracked, staging as scratch:
             train, val = dataset_at(data, fold.train), dataset_at(data, fold.val)
-            outcome = self._fit(named, train, val, val, labels, experiment.seed, scratch.parent)
+            outcome = self._fit(named, train, val, val, labels, experiment.seed, scratch.parent, tracked)
             val_metrics = compute_metrics(val.labels, outcome.proba, labels) if outcome.proba is not None else None
             t0 = time.perf_counter()
             outcome.model.save(scratch)
@@ -277,6 +296,8 @@ class ExperimentRunner:
             timings = {"load_s": load_s, **outcome.timings, "save_s": time.perf_counter() - t0}
             write_json(scratch / MANIFEST_FILE, self._final_manifest(experiment, named, fold, outcome, val_metrics,
                                                                      timings))
+            if val_metrics is not None:
+                tracked.log_result(val_metrics, None, labels)
         if model_output_dir and self.writes:
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             write_json(run_dir.parent / FINAL_RECORD_FILE, {"model_dir": str(Path(model_dir).resolve())})

@@ -98,7 +98,7 @@ LAYERS = [
               "mlops.artifacts", "mlops"]),
     ("models", ["models"]),
     ("services", ["mlops.experiment_service", "mlops.runner", "mlops.prediction", "mlops.export",
-                  "mlops.reporting", "mlops.report", "mlops.catalog", "data"]),
+                  "mlops.reporting", "mlops.report", "mlops.tracking", "mlops.catalog", "data"]),
     ("facade", ["mlops.app"]),
     ("cli", ["main"]),
 ]

@@ -74,6 +74,10 @@ class HFEncoderTrainingArguments(TrainingArguments):
     trust_remote_code: bool = False
     best_weights_storage: Literal["auto", "memory", "work_dir"] = "auto"
     peft: LoraArguments | None = None
+    calibration: Literal["temperature"] | None = Field(
+        default=None, description="temperature: after training, fit one temperature T on the validation split "
+        "(log-loss) and predict softmax(logits / T); null: off",
+    )
 
     @field_validator("class_weight")
     @classmethod

@@ -1,7 +1,9 @@
 """The encoder's ONNX Runtime export: fp32, or int8 checked against the fp32 model (see ``onnx_export``).
 
 The export is loaded by ``models.onnx_encoder.model.OnnxEncoderClassifier``; the facts returned here go
-into the export's manifest.
+into the export's manifest. A calibrated model's temperature goes into ``export.json`` and the runtime divides
+the logits by it before the softmax, so the export's probabilities (and its check against the torch model's
+calibrated fp32 probabilities) are the calibrated ones.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class HFEncoderClassifier(Protocol):
     device: str
     max_length: int
     uses_text_pairs: bool
+    temperature: float
 
     def fitted_module(self) -> Any: ...
 
@@ -63,6 +66,7 @@ def _export_meta(classifier: HFEncoderClassifier, outcome, truncation_side: str)
         "rescore": ({"onnx_file": onnx_export.RESCORE_FILE, "margin_below": outcome.rescore_margin_below}
                     if outcome.rescore_margin_below else None),
         "opset": onnx_export.OPSET,
+        "temperature": classifier.temperature,
     }
 
 
@@ -102,7 +106,7 @@ def export_encoder_onnx(classifier: HFEncoderClassifier, directory: Path, *, pre
             runtime_config, open_session(path, available_cores()),
             Tokenizer.from_file(str(directory / TOKENIZER_FILE)), labels=classifier.labels,
             max_length=classifier.max_length, uses_text_pairs=classifier.uses_text_pairs,
-            pad_token_id=tokenizer.pad_token_id, truncation_side=truncation_side)
+            pad_token_id=tokenizer.pad_token_id, truncation_side=truncation_side, temperature=classifier.temperature)
         return runtime.predict_proba(check)
 
     with quiet_transformers():
@@ -121,5 +125,6 @@ def export_encoder_onnx(classifier: HFEncoderClassifier, directory: Path, *, pre
         "rescore_margin_below": outcome.rescore_margin_below,
         "smoothing_alpha": onnx_export.SMOOTHING_ALPHA if outcome.precision == "int8" else None,
         "calibration_rows": len(cal_texts),
+        "temperature": classifier.temperature,
         "seconds": round(outcome.seconds, 2),
     }

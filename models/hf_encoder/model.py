@@ -1,12 +1,12 @@
 """Fine-tuned Hugging Face encoders (BERT, RoBERTa, DeBERTa, ModernBERT...) with a sequence-classification head.
 
-The model's ModelInterface methods live here; the training loop is ``loop.py`` (its early stopping,
-progress bar and best-weight keeping are callbacks in ``callbacks.py``), checkpoint loading and LoRA are
-``building.py``, the ONNX export is ``export.py``. Inference sorts rows by length, pads per batch and runs
-under ``torch.inference_mode`` with the training precision's autocast. The saved folder is a standard
-``save_pretrained`` folder (safetensors, real label names in ``id2label``), so
-``transformers.pipeline("text-classification", model=folder)`` loads it unchanged. LoRA (PEFT) is
-configured with a ``peft`` block and saved merged (default) or as an adapter.
+The model's ModelInterface methods live here; the training loop is ``loop.py`` (its early stopping, progress bar
+and best-weight keeping are callbacks in ``callbacks.py``), checkpoint loading and LoRA are ``building.py``, the
+ONNX export is ``export.py``, temperature scaling (``calibration``) is ``models/hf_common/calibration.py``. Inference
+sorts rows by length, pads per batch and runs under ``torch.inference_mode`` with the training precision's autocast.
+The saved folder is a standard ``save_pretrained`` folder (safetensors, real label names in ``id2label``), so
+``transformers.pipeline("text-classification", model=folder)`` loads it unchanged (but applies no temperature).
+LoRA (PEFT) is configured with a ``peft`` block and saved merged (default) or as an adapter.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from mlops.callbacks import CallbackList, LoopState
 from mlops.config import ModelConfig
 from mlops.errors import ModelError
 from mlops.model_interface import FitContext, ModelInterface, TextDataset
+from models.hf_common.calibration import calibrate_temperature
 from models.hf_common.resolve import resolve_pretrained
 from models.hf_common.training import (
     ThreadBudget,
@@ -80,6 +81,7 @@ class HFEncoderClassifier(ModelInterface):
         self._save_mode: Literal["full", "lora_merged", "lora_adapter"] = "full"
         self._base_model_ref: str | None = None
         self._threads: ThreadBudget | None = None
+        self.temperature = 1.0  # predictions are softmax(logits / temperature) (training_arguments.calibration)
         self._info: dict[str, Any] = {"truncated": {"train": 0, "validation": 0, "predict": 0}}
 
     # --- what the loop and the export read -------------------------------------------------------------------
@@ -230,14 +232,8 @@ class HFEncoderClassifier(ModelInterface):
                    EarlyStopping(args.early_stopping_patience), *own]
         return CallbackList([*own, *context.callbacks])
 
-    def fit(
-        self,
-        train: TextDataset,
-        val: TextDataset | None = None,
-        *,
-        labels: Sequence[str],
-        context: FitContext | None = None,
-    ) -> HFEncoderClassifier:
+    def fit(self, train: TextDataset, val: TextDataset | None = None, *, labels: Sequence[str],
+            context: FitContext | None = None) -> HFEncoderClassifier:
         import torch
 
         context = context or FitContext()
@@ -280,6 +276,9 @@ class HFEncoderClassifier(ModelInterface):
         loop.run(state, TrainingData(texts, pairs, y, lengths), rng,
                  (lambda: self._validation_score(val, y_val)) if use_val else None, rank=rank, world=world)
         self._finish(model, args, state)
+        if args.calibration == "temperature":  # validation logits of the best epoch's weights, as predicted
+            logits = None if y_val is None else self._predict(val, logits_only=True)[0]
+            self.temperature, self._info["calibration"] = calibrate_temperature(logits, y_val)
         return self
 
     # --- predict ---------------------------------------------------------------------------------------------
@@ -290,7 +289,8 @@ class HFEncoderClassifier(ModelInterface):
             raise ModelError("the model is not trained yet: call fit() or load() first.")
         return self._model
 
-    def _predict(self, data: TextDataset) -> tuple[np.ndarray, int]:
+    def _predict(self, data: TextDataset, temperature: float | None = None, *,
+                 logits_only: bool = False) -> tuple[np.ndarray, int]:
         import torch
 
         model = self.fitted_module()
@@ -300,14 +300,15 @@ class HFEncoderClassifier(ModelInterface):
             return out, 0
         texts, pairs = _columns(data)
         lengths, truncated = token_lengths(self._tokenizer, texts, pairs, self._max_length)
+        scale = self.temperature if temperature is None else temperature  # logits_only: the logits, unscaled
         was_training = model.training
         model.eval()
         with torch.inference_mode():
             for idx in length_sorted_batches(lengths, self._eval_batch_size):
                 inputs = self.encode(texts, pairs, idx)
                 with autocast(self._device, self._precision):
-                    logits = model(**inputs).logits
-                out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+                    logits = model(**inputs).logits.float()
+                out[idx] = (logits if logits_only else torch.softmax(logits / scale, dim=-1)).cpu().numpy()
         model.train(was_training)
         return out, truncated
 
@@ -321,8 +322,12 @@ class HFEncoderClassifier(ModelInterface):
                         truncated, len(data), self._max_length)
         return proba
 
+    def predict_proba_uncalibrated(self, data: TextDataset) -> np.ndarray:
+        """Probabilities before temperature scaling (T = 1), for metrics_uncalibrated; truncation is not counted."""
+        return self._predict(data, temperature=1.0)[0]
+
     def predict_fp32(self, data: TextDataset) -> np.ndarray:
-        """Probabilities without autocast (the reference an export is checked against)."""
+        """Calibrated probabilities without autocast (the reference an export is checked against)."""
         saved, self._precision = self._precision, "fp32"
         try:
             return self._predict(data)[0]
@@ -341,16 +346,10 @@ class HFEncoderClassifier(ModelInterface):
         with quiet_transformers():
             model.save_pretrained(directory)
             self._tokenizer.save_pretrained(directory)
-        meta = {
-            "format": META_FORMAT,
-            "labels": self.labels,
-            "max_length": self._max_length,
-            "uses_text_pairs": self._uses_pairs,
-            "save_mode": self._save_mode,
-            "base_model": self._base_model_ref,
-            "trained_precision": self._info.get("precision"),
-            "model_source": self._info.get("model_source"),
-        }
+        meta = {"format": META_FORMAT, "labels": self.labels, "max_length": self._max_length,
+                "uses_text_pairs": self._uses_pairs, "save_mode": self._save_mode, "base_model": self._base_model_ref,
+                "trained_precision": self._info.get("precision"), "model_source": self._info.get("model_source"),
+                "calibration": self._info.get("calibration")}  # method, temperature, validation log-loss and ECE
         (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     @classmethod
@@ -381,6 +380,9 @@ class HFEncoderClassifier(ModelInterface):
         loaded._model = model.to(loaded._device).eval()
         loaded._info.update(max_length=loaded._max_length, save_mode=loaded._save_mode,
                             model_source=meta.get("model_source"))
+        if meta.get("calibration"):  # folders saved without calibration keep T = 1
+            loaded._info["calibration"] = meta["calibration"]
+            loaded.temperature = float(meta["calibration"]["temperature"])
         return loaded
 
     def export_onnx(self, directory: Path, *, precision: str, calibration: TextDataset, check: TextDataset,

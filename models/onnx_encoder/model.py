@@ -7,6 +7,7 @@ several sessions with few threads each (data parallel): on 2 cores, two single-t
 batches of 16 scored 1.3x the rows/s of one two-thread session over batches of 64 (measured on MiniLM
 int8), and a core taken by another process then slows only its own batch. An int8 export may carry the
 exact fp32 graph too: rows whose int8 top-two margin is under the export's threshold are re-scored with it.
+A calibrated encoder's temperature (``export.json``, 1 when absent) divides the logits before the softmax.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class OnnxEncoderClassifier(ModelInterface):
         self._batch_size = 16
         self._rescore_session = None
         self._rescore_below = 0.0
+        self._temperature = 1.0
         self._info: dict[str, Any] = {}
 
     def fit(self, train: TextDataset, val: TextDataset | None = None, *, labels, context: FitContext | None = None):
@@ -124,7 +126,8 @@ class OnnxEncoderClassifier(ModelInterface):
             raise ModelError(f"cannot load the ONNX export in {directory}: {type(exc).__name__}: {exc}") from None
         loaded = cls.from_parts(config, session, tokenizer, labels=meta["labels"], max_length=meta["max_length"],
                                 uses_text_pairs=meta["uses_text_pairs"], pad_token_id=meta.get("pad_token_id"),
-                                truncation_side=meta.get("truncation_side", "right"), training_arguments=args)
+                                truncation_side=meta.get("truncation_side", "right"), training_arguments=args,
+                                temperature=float(meta.get("temperature", 1.0)))
         if rescore_session is not None:
             loaded._rescore_session, loaded._rescore_below = rescore_session, float(rescore["margin_below"])
         # the other workers' sessions are opened on the first call with more than one batch
@@ -138,7 +141,8 @@ class OnnxEncoderClassifier(ModelInterface):
     @classmethod
     def from_parts(cls, config: ModelConfig, session, tokenizer, *, labels, max_length: int, uses_text_pairs: bool,
                    pad_token_id: int | None, truncation_side: str = "right",
-                   training_arguments: OnnxEncoderArguments | None = None) -> OnnxEncoderClassifier:
+                   training_arguments: OnnxEncoderArguments | None = None,
+                   temperature: float = 1.0) -> OnnxEncoderClassifier:
         """A classifier around an open session and a ``tokenizers.Tokenizer`` (used by the export's own check)."""
         import onnxruntime as ort
 
@@ -149,6 +153,9 @@ class OnnxEncoderClassifier(ModelInterface):
         model._max_length = int(max_length)
         model._uses_pairs = bool(uses_text_pairs)
         model._pad_id = int(pad_token_id or 0)
+        if not temperature > 0:
+            raise ModelError(f"the export's temperature must be > 0, found {temperature!r}; re-run `cli export-model`.")
+        model._temperature = float(temperature)
         args = model.training_arguments
         model._batch_size = args.layout(available_cores())[2]
         tokenizer.no_padding()
@@ -157,6 +164,8 @@ class OnnxEncoderClassifier(ModelInterface):
         model._input_names = [node.name for node in session.get_inputs()]
         model._info = {"device": "cpu", "runtime": f"onnxruntime {ort.__version__}", "max_length": model._max_length,
                        "truncated": {"predict": 0}}
+        if model._temperature != 1.0:
+            model._info["temperature"] = model._temperature
         return model
 
     def _encode_all(self, data: TextDataset) -> tuple[list[list[int]], list[list[int]]]:
@@ -239,6 +248,8 @@ class OnnxEncoderClassifier(ModelInterface):
             feed["attention_mask"][i, :n] = 1
             feed["token_type_ids"][i, :n] = type_ids[row]
         logits = session.run(None, {name: feed[name] for name in self._input_names})[0].astype(np.float64)
+        if self._temperature != 1.0:
+            logits /= self._temperature
         logits -= logits.max(axis=1, keepdims=True)
         np.exp(logits, out=logits)
         out[batch] = logits / logits.sum(axis=1, keepdims=True)

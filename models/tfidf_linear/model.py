@@ -1,4 +1,10 @@
-"""TF-IDF (word and character n-grams) with a linear classifier: the fast, strong baseline."""
+"""TF-IDF (word and character n-grams) with a linear classifier: the fast, strong baseline.
+
+``calibration`` ("sigmoid" or "isotonic") wraps the classifier in scikit-learn's ``CalibratedClassifierCV``
+with stratified 3-fold cross-validation inside the training split only: each fold's classifier is calibrated
+on the rows it did not see, and the probabilities are the folds' average. The linear SVM has no probabilities
+of its own, so it is always calibrated (sigmoid unless ``calibration`` says otherwise).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ logger = logging.getLogger(__name__)
 PAIR_SEPARATOR = " [SEP] "
 WEIGHTS_FILE = "tfidf_arrays.safetensors"
 META_FILE = "tfidf_model.json"
+#: Stratified folds of CalibratedClassifierCV inside the training split.
+CALIBRATION_FOLDS = 3
 
 
 class TfidfTrainingArguments(TrainingArguments):
@@ -33,6 +41,15 @@ class TfidfTrainingArguments(TrainingArguments):
     sublinear_tf: bool = True
     lowercase: bool = True
     max_iter: int = Field(default=2000, gt=0)
+    calibration: Literal["sigmoid", "isotonic"] | None = Field(
+        default=None, description="CalibratedClassifierCV method (3 stratified folds inside train); null: none for "
+        "logistic_regression, sigmoid for linear_svm",
+    )
+
+    @property
+    def calibration_method(self) -> str | None:
+        """The calibration applied: the one asked for, else sigmoid for the SVM (which has no probabilities)."""
+        return self.calibration or ("sigmoid" if self.classifier == "linear_svm" else None)
 
     @model_validator(mode="after")
     def _ranges(self) -> TfidfTrainingArguments:
@@ -49,6 +66,21 @@ def _joined_texts(data: TextDataset) -> list[str]:
     return [f"{a}{PAIR_SEPARATOR}{b}" for a, b in zip(data.texts, data.text_pairs, strict=True)]
 
 
+def _log_loss_and_ece(proba: np.ndarray | None, y: np.ndarray | None) -> tuple[float | None, float | None]:
+    """Log-loss (probabilities clipped at 1e-12, as in compute_metrics) and ECE of column indices ``y``."""
+    from mlops.pipeline import expected_calibration_error
+
+    if proba is None or y is None or not len(y):
+        return None, None
+    clipped = np.clip(proba, 1e-12, 1.0)
+    clipped /= clipped.sum(axis=1, keepdims=True)
+    return float(-np.log(clipped[np.arange(len(y)), y]).mean()), expected_calibration_error(proba, y)
+
+
+def _rounded(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 class TfidfLinearClassifier(ModelInterface):
     """A scikit-learn pipeline: TF-IDF features -> logistic regression or calibrated linear SVM."""
 
@@ -59,14 +91,16 @@ class TfidfLinearClassifier(ModelInterface):
         self._pipeline = None  # the fitted scikit-learn pipeline (after fit)
         self._predictor = None  # or its reloaded, pickle-free form (after load)
         self.search_result: dict | None = None
+        self._calibration: dict | None = None  # runtime_info()["calibration"] where calibrated
 
     @classmethod
     def check_hyperparameter_search(cls, search: HyperparameterSearch, arguments: TfidfTrainingArguments) -> str | None:
         known = set(cls._build_pipeline(arguments, 0).get_params())
         unknown = [name for name in search.param_distributions if name not in known]
         if unknown:
+            prefix = "classifier__estimator__" if arguments.calibration_method else "classifier__"
             return (f"param_distributions names unknown parameters {unknown}; use pipeline parameter names such "
-                    "as 'classifier__C' or 'features__word__ngram_range'.")
+                    f"as '{prefix}C' or 'features__word__ngram_range'.")
         return None
 
     @staticmethod
@@ -95,10 +129,9 @@ class TfidfLinearClassifier(ModelInterface):
                 C=args.C, class_weight=args.class_weight, max_iter=args.max_iter, random_state=seed
             )
         else:
-            classifier = CalibratedClassifierCV(
-                LinearSVC(C=args.C, class_weight=args.class_weight, max_iter=args.max_iter, random_state=seed),
-                cv=3,
-            )
+            classifier = LinearSVC(C=args.C, class_weight=args.class_weight, max_iter=args.max_iter, random_state=seed)
+        if args.calibration_method is not None:  # cv=3: stratified folds of the training rows, not shuffled
+            classifier = CalibratedClassifierCV(classifier, method=args.calibration_method, cv=CALIBRATION_FOLDS)
         return Pipeline([("features", FeatureUnion(features)), ("classifier", classifier)])
 
     def fit(
@@ -116,6 +149,7 @@ class TfidfLinearClassifier(ModelInterface):
         unknown = set(train.labels) - set(self.labels)
         if unknown:
             raise ModelError(f"training labels {sorted(unknown)} are not in the label set {self.labels}.")
+        self._check_calibration_rows(train)
         pipeline = self._build_pipeline(self.training_arguments, context.seed)
         texts = _joined_texts(train)
         y = np.asarray(train.labels, dtype=object)
@@ -125,10 +159,42 @@ class TfidfLinearClassifier(ModelInterface):
         else:
             pipeline.fit(texts, y)
         self._pipeline = pipeline
-        if val is not None and val.labels is not None and len(val):
+        has_val = val is not None and val.labels is not None and len(val) > 0
+        if has_val:
             accuracy = float(np.mean(self._predict_labels(val) == np.asarray(val.labels, dtype=object)))
             logger.info("validation accuracy %.4f on %d rows (used for reporting only)", accuracy, len(val))
+        method = self.training_arguments.calibration_method
+        self._calibration = None if method is None else self._calibration_record(method, val if has_val else None)
         return self
+
+    def _check_calibration_rows(self, train: TextDataset) -> None:
+        method = self.training_arguments.calibration_method
+        if method is None:
+            return
+        labels, counts = np.unique(np.asarray(train.labels, dtype=str), return_counts=True)
+        few = {str(label): int(n) for label, n in zip(labels, counts, strict=True) if n < CALIBRATION_FOLDS}
+        if few:
+            raise ModelError(
+                f"{method} calibration is fitted by {CALIBRATION_FOLDS}-fold cross-validation inside the training "
+                f"split, so every class needs at least {CALIBRATION_FOLDS} training rows; found {few}. Give those "
+                "classes more rows, or use classifier logistic_regression with training_arguments.calibration null."
+            )
+
+    def _calibration_record(self, method: str, val: TextDataset | None) -> dict:
+        """How calibration changed the validation log-loss and ECE (before: None for the SVM, which has none)."""
+        record = {"method": method, "temperature": None, "cv_folds": CALIBRATION_FOLDS,
+                  "validation_rows": 0 if val is None else len(val)}
+        before = after = y = None
+        if val is not None:
+            column = {label: j for j, label in enumerate(self.labels)}
+            y = np.fromiter((column[str(v)] for v in val.labels), dtype=np.int64, count=len(val))
+            before, after = self.predict_proba_uncalibrated(val), self.predict_proba(val)
+        for when, proba in (("before", before), ("after", after)):
+            record[f"validation_log_loss_{when}"], record[f"validation_ece_{when}"] = _log_loss_and_ece(proba, y)
+        logger.info("%s calibration (%d stratified folds inside train): validation log-loss %s -> %s, ECE %s -> %s",
+                    method, CALIBRATION_FOLDS, *(_rounded(record[f"validation_{name}_{when}"])
+                                                 for name in ("log_loss", "ece") for when in ("before", "after")))
+        return record
 
     def _search(self, pipeline, texts: list[str], y: np.ndarray, seed: int):
         from sklearn.model_selection import RandomizedSearchCV, StratifiedKFold
@@ -164,12 +230,34 @@ class TfidfLinearClassifier(ModelInterface):
             raw, classes = self._predictor.predict_proba(_joined_texts(data)), self._predictor.classes
         else:
             raise ModelError("the model is not trained yet: call fit() or load() first.")
-        # Align the classifier's class order (classes seen in training) with the full label set.
-        proba = np.zeros((len(data), len(self.labels)), dtype=np.float64)
+        return self._aligned(raw, classes)
+
+    def predict_proba_uncalibrated(self, data: TextDataset) -> np.ndarray | None:
+        """A calibrated logistic regression's probabilities before calibration (the average of its folds'
+        classifiers); None when there are none (no calibration, or the SVM, which gives no probabilities)."""
+        if self._pipeline is not None:
+            classifier = self._pipeline.named_steps["classifier"]
+            members = getattr(classifier, "calibrated_classifiers_", None)
+            if not members or not hasattr(members[0].estimator, "predict_proba"):
+                return None
+            features = self._pipeline[:-1].transform(_joined_texts(data))
+            raw = sum(member.estimator.predict_proba(features) for member in members) / len(members)
+            return self._aligned(raw, classifier.classes_)
+        if self._predictor is not None:
+            raw = self._predictor.predict_proba_uncalibrated(_joined_texts(data))
+            return None if raw is None else self._aligned(raw, self._predictor.classes)
+        raise ModelError("the model is not trained yet: call fit() or load() first.")
+
+    def _aligned(self, raw: np.ndarray, classes) -> np.ndarray:
+        """``raw`` (the classifier's class order: classes seen in training) in the full label set's columns."""
+        proba = np.zeros((len(raw), len(self.labels)), dtype=np.float64)
         column_of = {label: i for i, label in enumerate(self.labels)}
         for j, label in enumerate(classes):
             proba[:, column_of[str(label)]] = raw[:, j]
         return proba
+
+    def runtime_info(self) -> dict:
+        return {} if self._calibration is None else {"calibration": dict(self._calibration)}
 
     def save(self, directory: Path) -> None:
         from safetensors.numpy import save_file
@@ -178,9 +266,12 @@ class TfidfLinearClassifier(ModelInterface):
 
         if self._pipeline is None:
             raise ModelError("only a model trained in this process can be saved; train it with fit() first.")
-        meta, arrays = export_pipeline(self._pipeline)
+        try:
+            meta, arrays = export_pipeline(self._pipeline)
+        except ValueError as exc:
+            raise ModelError(f"this TF-IDF model cannot be saved in the pickle-free format: {exc}.") from None
         save_file(arrays, str(directory / WEIGHTS_FILE))
-        meta.update(labels=self.labels, search_result=self.search_result)
+        meta.update(labels=self.labels, search_result=self.search_result, calibration=self._calibration)
         (directory / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
 
     @classmethod
@@ -199,4 +290,5 @@ class TfidfLinearClassifier(ModelInterface):
             raise ModelError(f"{directory} holds a damaged TF-IDF model ({exc}); retrain it.") from None
         model.labels = list(meta["labels"])
         model.search_result = meta.get("search_result")
+        model._calibration = meta.get("calibration")
         return model
