@@ -197,7 +197,8 @@ def _print_run(result) -> None:
     summary = result.summary
     rows = [{"metric": name, "mean": summary[name]["mean"], "std": summary[name]["std"],
              "per_fold": summary[name]["per_fold"]}
-            for name in ("accuracy", "macro_f1", "weighted_precision", "weighted_recall", "weighted_f1", "log_loss")]
+            for name in ("accuracy", "macro_f1", "weighted_precision", "weighted_recall", "weighted_f1", "log_loss",
+                         "ece")]
     title = f"{result.run_type.value}: {result.config_name} on {result.experiment_id} ({summary['n_folds']} fold(s))"
     _emit(rows, OutputFormat.table, title)
     if result.resumed_folds:

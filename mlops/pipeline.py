@@ -160,14 +160,19 @@ def fit_and_predict(
     return FoldOutcome(model=model, proba=proba, timings=timings, proba_uncalibrated=uncalibrated)
 
 
-SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_precision", "weighted_recall", "weighted_f1", "log_loss")
+SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_precision", "weighted_recall", "weighted_f1", "log_loss", "ece")
 
 
 def summarise_folds(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean, sample std and per-fold values of the headline metrics."""
+    """Mean, sample std and per-fold values of the headline metrics (None where a fold lacks the metric:
+    no probabilities, or a fold resumed from before the metric was recorded)."""
     summary: dict[str, Any] = {"n_folds": len(fold_metrics)}
     for name in SUMMARY_METRICS:
-        values = [float(m[name]) for m in fold_metrics]
+        raw = [m.get(name) for m in fold_metrics]
+        if any(value is None for value in raw):
+            summary[name] = {"mean": None, "std": None, "per_fold": raw}
+            continue
+        values = [float(value) for value in raw]
         summary[name] = {
             "mean": float(np.mean(values)),
             "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
