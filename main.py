@@ -106,6 +106,9 @@ Track = Annotated[
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs and tracebacks.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="When another command is writing the same experiment, wait for it to finish instead of "
+                       "failing (cli --wait run-backtesting ...).")] = False,
 ) -> None:
     """Configure logging once for every command."""
     from rich.logging import RichHandler
@@ -117,10 +120,14 @@ def main(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _State.verbose = verbose
+    _State.wait = wait
+    _State.quiet = quiet
 
 
 class _State:
     verbose = False
+    wait = False
+    quiet = False
 
 
 def handle_errors(command):
@@ -150,7 +157,7 @@ def _application(artifacts_dir: Path, device: str | None = None, allow_external:
     from mlops.app import Application
 
     return Application(artifacts_dir, device=device, allow_external_models=allow_external,
-                       track=[t.value for t in track or []])
+                       track=[t.value for t in track or []], wait_for_lock=_State.wait)
 
 
 def _emit(rows: list[dict[str, Any]], fmt: OutputFormat, title: str, columns: list[str] | None = None) -> None:
@@ -186,6 +193,10 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _interval(bounds: list[float] | None, digits: int = 4) -> str | None:
+    return None if bounds is None else f"[{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
+
+
 def _run_stage(stage: str, experiment_id: str, model_config_name: str, *, force: bool, device: str | None,
                allow_external: bool, artifacts_dir: Path, track: list[TrackOption] | None, **options: Any):
     """The body the run commands share: build the application and run one stage of the lifecycle."""
@@ -200,7 +211,16 @@ def _print_run(result) -> None:
             for name in ("accuracy", "macro_f1", "weighted_precision", "weighted_recall", "weighted_f1", "log_loss",
                          "ece")]
     title = f"{result.run_type.value}: {result.config_name} on {result.experiment_id} ({summary['n_folds']} fold(s))"
+    single = result.fold_metrics[0] if summary["n_folds"] == 1 else None
+    if single is not None:  # one split: no spread across folds, so say how many rows and how sure
+        for row in rows:
+            row["95% CI"] = _interval(single.get(f"{row['metric']}_ci"))
     _emit(rows, OutputFormat.table, title)
+    if single is not None:
+        intervals = "95% CI: Wilson (accuracy), bootstrap of 1,000 resamples (macro-F1)"
+        if single.get("accuracy_ci") is None:
+            intervals = "no intervals recorded (a fold from an older version; --force recomputes it)"
+        out.print(f"One split of {single['n']} test rows; {intervals}.")
     if result.resumed_folds:
         out.print(f"Reused completed folds {[k + 1 for k in result.resumed_folds]} (pass --force to retrain them).")
     out.print(f"Results in {result.directory}")
@@ -226,6 +246,9 @@ def generate_splits(
     seed: Annotated[int, typer.Option("--seed")] = 42,
     encoding: Encoding = "utf-8",
     strict: Annotated[bool, typer.Option("--strict", help="Fail on empty texts or labels instead of dropping them.")] = False,
+    normalize_labels: Annotated[bool, typer.Option(
+        "--normalize-labels", help="Merge labels that differ only by case or spacing ('Positive' / 'positive') into "
+                                   "their most frequent spelling, instead of refusing them.")] = False,
     force: Force = False,
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
 ) -> None:
@@ -240,7 +263,8 @@ def generate_splits(
     )
     columns = Columns(text=text_column, target=target_column, text_pair=text_pair_column, group=group_column)
     experiment = _application(artifacts_dir).generate_splits(
-        experiment_id, input_file, columns, params, encoding=encoding, strict=strict, force=force
+        experiment_id, input_file, columns, params, encoding=encoding, strict=strict, force=force,
+        normalize_labels=normalize_labels,
     )
     info = experiment.info
     sizes = info["split_sizes"]
@@ -255,20 +279,97 @@ def generate_splits(
     out.print(f"Saved to {experiment.directory}")
 
 
+class ExecutorOption(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+Executor = Annotated[ExecutorOption, typer.Option(
+    "--executor", help="local: in this process, one at a time; ray: every (model, fold) or trial is a Ray task.")]
+RayAddress = Annotated[Optional[str], typer.Option(
+    "--ray-address", help="With --executor ray: join this cluster (default: start a local Ray instance).")]
+RaySharedData = Annotated[bool, typer.Option(
+    "--ray-shared-data", help="With --executor ray: workers read the input file by its path (a shared "
+                              "filesystem; sha256 checked) instead of receiving it through the object store.")]
+
+
 @app.command("run-backtesting")
 @handle_errors
 def run_backtesting(
     experiment_id: ExperimentId,
-    model_config_name: ModelConfigName,
+    model_config_name: Annotated[list[str], typer.Option(
+        "--model-config-name", help="A config in model_configs/ (see list-models), a tuned config of the "
+                                    "experiment, or a .json path; repeatable.")],
     force: Force = False,
+    executor: Executor = ExecutorOption.local,
+    ray_address: RayAddress = None,
+    ray_shared_data: RaySharedData = False,
     device: Device = None,
     allow_external_models: AllowExternal = False,
     track: Track = None,
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
 ) -> None:
     """Train a fresh model per fold (early-stopping on the fold's val), score its test; resumes by default."""
-    _print_run(_run_stage("run_backtesting", experiment_id, model_config_name, force=force, device=device,
-                          allow_external=allow_external_models, artifacts_dir=artifacts_dir, track=track))
+    application = _application(artifacts_dir, device, allow_external_models, track)
+    for result in application.run_backtesting_many(experiment_id, model_config_name, force=force,
+                                                   executor=executor.value, ray_address=ray_address,
+                                                   ray_shared_data=ray_shared_data):
+        _print_run(result)
+
+
+class PrunerOption(str, Enum):
+    median = "median"
+    halving = "halving"
+    none = "none"
+
+
+@app.command("tune")
+@handle_errors
+def tune(
+    experiment_id: ExperimentId,
+    model_config_name: ModelConfigName,
+    n_trials: Annotated[int, typer.Option("--n-trials", min=1, help="Trials the study should have finished "
+                                                                    "(complete or pruned), counting earlier runs.")] = 20,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, help="Start no new trial after this many "
+                                                                              "seconds.")] = None,
+    study_name: Annotated[Optional[str], typer.Option("--study-name", help="Default: the config's name.")] = None,
+    storage: Annotated[Optional[str], typer.Option(
+        "--storage", help="An Optuna storage URL (default: sqlite:///<experiment>/tuning/<study>.db).")] = None,
+    inner_folds: Annotated[Optional[int], typer.Option(
+        "--inner-folds", min=2, help="Score each trial on K stratified folds of the estimate's train split "
+                                     "(default: train on it, score on its val split).")] = None,
+    pruner: Annotated[PrunerOption, typer.Option("--pruner", help="Stop bad trials early (encoders report every "
+                                                                  "epoch).")] = PrunerOption.median,
+    fmt: Format = OutputFormat.table,
+    executor: Executor = ExecutorOption.local,
+    ray_address: RayAddress = None,
+    ray_shared_data: RaySharedData = False,
+    device: Device = None,
+    allow_external_models: AllowExternal = False,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
+) -> None:
+    """Search the config's search_space with Optuna (never on hold-out rows); write the best config as <name>_tuned."""
+    from mlops.tuning.service import TuneOptions
+
+    options = TuneOptions(n_trials=n_trials, timeout=timeout, study_name=study_name, storage=storage,
+                          inner_folds=inner_folds, pruner=pruner.value, executor=executor.value,
+                          ray_address=ray_address, ray_shared_data=ray_shared_data)
+    result = _application(artifacts_dir, device, allow_external_models).tune(experiment_id, model_config_name, options)
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        return
+    rows = [{**row, "params": json.dumps(row["params"])} for row in result.trials]
+    _emit(rows, fmt, f"study {result.study_name}: {model_config_name} on {experiment_id}",
+          ["number", "state", "value", "params", "duration_s", "steps"])
+    if fmt is OutputFormat.table:
+        out.print(f"Ran {result.trials_run_now} trial(s) now; the study has {len(result.trials)} ({result.storage})")
+        if result.best_config_path is not None:
+            out.print(f"Best: trial {result.best_trial}, validation macro-F1 {result.best_value:.4f}, "
+                      f"{json.dumps(result.best_params)}")
+            name = result.best_config_path.stem
+            out.print(f"Tuned config: [bold]{result.best_config_path}[/] (--model-config-name {name}). The trials "
+                      "never saw the hold-out: `cli estimate-performance` on it is the honest figure; the backtest "
+                      "folds' test rows were among the trials' training rows, so its backtest is somewhat optimistic.")
 
 
 @app.command("estimate-performance")
@@ -294,6 +395,8 @@ def train_final_model(
     model_config_name: ModelConfigName,
     model_output_dir: Annotated[Optional[Path], typer.Option("--model-output-dir", file_okay=False,
                                                              help="Where to write the model folder.")] = None,
+    no_export: Annotated[bool, typer.Option("--no-export", help="Skip the checked ONNX export that an encoder "
+                                                                "gets for fast CPU prediction and start-up.")] = False,
     force: Force = False,
     device: Device = None,
     allow_external_models: AllowExternal = False,
@@ -303,11 +406,16 @@ def train_final_model(
     """Train on all the data (train/val per --final-model-val-size) and save a deployable model folder."""
     result = _run_stage("train_final_model", experiment_id, model_config_name, force=force, device=device,
                         allow_external=allow_external_models, artifacts_dir=artifacts_dir, track=track,
-                        model_output_dir=model_output_dir)
+                        model_output_dir=model_output_dir, export=not no_export)
     if result.validation_metrics:
         out.print(f"Validation (early-stopping split, optimistic): accuracy {result.validation_metrics['accuracy']:.4f}, "
                   f"macro-F1 {result.validation_metrics['macro_f1']:.4f}")
     out.print(f"Model saved to [bold]{result.model_dir}[/]")
+    if result.export and result.export.get("directory"):
+        check = result.export["check"]
+        out.print(f"ONNX export ({result.export['precision']}) in {result.model_dir / result.export['directory']}: "
+                  f"same label as the model on {check['label_agreement']:.2%} of {check['rows']} held-back rows; "
+                  "predict-new and serve use it on the CPU (--runtime torch for the torch model)")
 
 
 @app.command("predict-new")
@@ -488,7 +596,7 @@ def data_generate(
 def list_models(fmt: Format = OutputFormat.table, artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS) -> None:
     """The model configs in model_configs/ (add a model by dropping a JSON file there)."""
     _emit(_application(artifacts_dir).list_models(), fmt, "model configs",
-          ["name", "class", "model_name", "description"])
+          ["name", "class", "model_name", "description", "experiment"])
 
 
 @app.command("list-experiments")
@@ -541,10 +649,12 @@ def compare_models_command(
     for row in rows:
         cells = {key: row[key] for key in ("rank", "model", "n_folds", "macro_f1_mean", "macro_f1_std", "accuracy_mean",
                                            "accuracy_std", f"{metric.value}_per_fold")
-                 if key != "accuracy_std" or metric is MetricOption.accuracy}
+                 if (key != "accuracy_std" or metric is MetricOption.accuracy)
+                 and not (single and key.endswith(("_std", "_per_fold")))}  # one fold: std 0, per fold = mean
         cells["diff"] = "baseline" if row["note"] == "baseline" else signed(row["diff_mean"])
         if single:
-            cells.update({"b (model right)": row["n_discordant_model_right"],
+            cells.update({"n test": row["n_test"], "95% CI": _interval(row[f"{metric.value}_ci"], 3),
+                          "b (model right)": row["n_discordant_model_right"],
                           "c (baseline right)": row["n_discordant_baseline_right"],
                           "McNemar p": p_value(row["mcnemar_p_value"])})
         else:
@@ -557,7 +667,9 @@ def compare_models_command(
     if single:
         out.print(f"diff = model - baseline ({base}) {metric.value} on the one shared test split; b, c: test rows only "
                   "the model / only the baseline got right; McNemar p: exact binomial test on b and c. One fold has "
-                  "no variance across folds, so no t-test or Bayesian probabilities (backtest with several folds).")
+                  "no variance across folds, so no t-test or Bayesian probabilities (backtest with several folds); "
+                  f"the 95% CI is each model's own {metric.value} (Wilson for accuracy, bootstrap of 1,000 resamples for "
+                  "macro-F1).")
     else:
         out.print(f"diff = model - baseline ({base}) {metric.value}, mean over paired folds, with its 95% interval; "
                   "p: corrected resampled t-test (Nadeau & Bengio 2003); P(better/equal/worse): Bayesian correlated "
@@ -586,6 +698,47 @@ def report(
     out.print(f"Images in {result.images_dir}")
 
 
+@app.command("serve")
+@handle_errors
+def serve(
+    model_path: Annotated[Path, typer.Option("--model-path", help="A folder written by train-final-model.")],
+    host: Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
+    max_batch_size: Annotated[int, typer.Option("--max-batch-size", min=1, help="Texts scored together at most.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0, help="How long a request waits for others.")] = 5.0,
+    max_texts: Annotated[int, typer.Option("--max-texts", min=1, help="Texts per request at most.")] = 256,
+    max_chars: Annotated[int, typer.Option("--max-chars", min=1, help="Characters per text at most.")] = 10_000,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, help="Largest CSV upload.")] = 100.0,
+    api_key_env: Annotated[Optional[str], typer.Option(
+        "--api-key-env", help="Name of an environment variable holding an API key; every endpoint but /health then "
+                              "needs 'Authorization: Bearer <key>'.")] = None,
+    runtime: Annotated[RuntimeOption, typer.Option(
+        "--runtime", help="auto: the model's ONNX export on the CPU when there is one, else torch.")] = RuntimeOption.auto,
+    device: Device = None,
+    allow_external_models: AllowExternal = False,
+) -> None:
+    """Serve a model over HTTP: /predict, /predict/csv, /health, /ready, /info, /metrics (micro-batched)."""
+    from mlops.errors import ConfigError
+
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise ConfigError(f"--api-key-env {api_key_env}: that environment variable is not set or empty; set it "
+                              "to the key clients must send, or drop --api-key-env.")
+    import uvicorn
+
+    from mlops.serving.server import ServeSettings
+
+    settings = ServeSettings(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_texts=max_texts,
+                             max_chars=max_chars, max_upload_bytes=int(max_upload_mb * 1024 * 1024), api_key=api_key)
+    server_app = _application(DEFAULT_ARTIFACTS, device, allow_external_models).serving_app(
+        model_path, runtime.value, settings)
+    out.print(f"Serving {model_path} on http://{host}:{port} (docs at /docs; Ctrl-C or SIGTERM stops it)")
+    uvicorn.run(server_app, host=host, port=port, log_level="warning" if _State.quiet else "info",
+                timeout_graceful_shutdown=30)
+
+
 @app.command("quickstart")
 @handle_errors
 def quickstart(
@@ -595,6 +748,7 @@ def quickstart(
     force: Force = False,
     device: Device = None,
     track: Track = None,
+    no_export: Annotated[bool, typer.Option("--no-export", help="No ONNX export of the final model.")] = False,
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
 ) -> None:
     """The whole lifecycle on the bundled MR movie-review sample, offline, in a few minutes."""
@@ -602,10 +756,11 @@ def quickstart(
 
     application = _application(artifacts_dir, device, track=track)
     models = model or [m for m in QUICKSTART_MODELS if m in application.catalog.names()]
-    result = application.quickstart(experiment_id, models, cv_folds=cv_folds, force=force)
+    result = application.quickstart(experiment_id, models, cv_folds=cv_folds, force=force, export=not no_export)
     _emit(result.backtesting, OutputFormat.table, f"backtesting ({cv_folds}-fold) on {experiment_id}",
           ["rank", "model", "macro_f1_mean", "macro_f1_std", "accuracy_mean", "macro_f1_per_fold"])
-    _emit([{"model": name, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n": m["n"]}
+    _emit([{"model": name, "accuracy": m["accuracy"], "accuracy 95% CI": _interval(m.get("accuracy_ci"), 3),
+            "macro_f1": m["macro_f1"], "macro_f1 95% CI": _interval(m.get("macro_f1_ci"), 3), "n": m["n"]}
            for name, m in result.estimates.items()], OutputFormat.table, "hold-out estimate (train-val -> hold-out)")
     for note in result.notes:
         out.print(note)

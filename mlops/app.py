@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +12,9 @@ from mlops.artifacts import LoadedModel, Runtime, load_model
 from mlops.catalog import DEFAULT_CONFIG_DIR, ModelCatalog
 from mlops.errors import ConfigError, DataError, ExperimentError
 from mlops.experiment_service import METRICS_FILE, Columns, Experiment, ExperimentService, RunType
-from mlops.export import ExportResult, export_model
-from mlops.io import read_json
+from mlops.export import ExportResult, export_after_training, export_model, supports_export
+from mlops.io import check_writable_directory, read_json
+from mlops.plugins import NamedConfig
 from mlops.prediction import (DEFAULT_CHUNK_ROWS, PredictionSummary, estimate_data_rows, evaluate_predictions,
                               predict_file, predict_texts)
 from mlops.provenance import PROJECT_ROOT
@@ -41,6 +43,25 @@ class QuickstartResult:
     notes: list[str] = field(default_factory=list)
 
 
+def _writes(command: str):
+    """Run the method (whose first argument is the experiment id) holding the experiment's lock, so a second
+    writer of the same experiment is refused naming this command, or waits (``wait_for_lock``). The other
+    ranks of a distributed launch (torchrun) write nothing and take no lock."""
+    def wrap(method):
+        @functools.wraps(method)
+        def locked(self, experiment_id: str, *args, **kwargs):
+            if not self.runner.writes:
+                return method(self, experiment_id, *args, **kwargs)
+            first = args[0] if args else None
+            names = first if isinstance(first, list) else [first] if isinstance(first, str) else []
+            line = " ".join([f"cli {command} --experiment-id {experiment_id}",
+                             *(f"--model-config-name {name}" for name in names)])
+            with self.service.lock(experiment_id, line, wait=self.wait_for_lock):
+                return method(self, experiment_id, *args, **kwargs)
+        return locked
+    return wrap
+
+
 class Application:
     def __init__(
         self,
@@ -50,31 +71,45 @@ class Application:
         allow_external_models: bool = False,
         device: str | None = None,
         track: list[str] | None = None,
+        wait_for_lock: bool = False,
     ) -> None:
         self.service = ExperimentService(artifacts_dir)
         self.catalog = ModelCatalog(config_dir, allow_external=allow_external_models)
         self.runner = ExperimentRunner(self.service, device=device, tracking=make_tracking(track, artifacts_dir))
         self.allow_external_models = allow_external_models
         self.device = device
+        self.wait_for_lock = wait_for_lock
 
+    @_writes("generate-splits")
     def generate_splits(self, experiment_id: str, input_file: Path, columns: Columns, params: SplitParameters, *,
-                        encoding: str = "utf-8", strict: bool = False, force: bool = False) -> Experiment:
+                        encoding: str = "utf-8", strict: bool = False, force: bool = False,
+                        normalize_labels: bool = False) -> Experiment:
         return self.service.create_experiment(experiment_id, input_file, columns, params, encoding=encoding,
-                                              strict=strict, force=force)
+                                              strict=strict, force=force, normalize_labels=normalize_labels)
 
+    @_writes("run-backtesting")
     def run_backtesting(self, experiment_id: str, model_config_name: str, *, force: bool = False) -> RunResult:
         self.service.load_experiment(experiment_id)
-        return self.runner.run_backtesting(experiment_id, self.catalog.resolve(model_config_name), force=force)
+        return self.runner.run_backtesting(experiment_id, self.resolve_config(experiment_id, model_config_name),
+                                           force=force)
 
+    @_writes("estimate-performance")
     def estimate_performance(self, experiment_id: str, model_config_name: str, *, force: bool = False) -> RunResult:
         self.service.load_experiment(experiment_id)
-        return self.runner.estimate_performance(experiment_id, self.catalog.resolve(model_config_name), force=force)
+        return self.runner.estimate_performance(experiment_id, self.resolve_config(experiment_id, model_config_name),
+                                                force=force)
 
+    @_writes("train-final-model")
     def train_final_model(self, experiment_id: str, model_config_name: str, *, model_output_dir: Path | None = None,
-                          force: bool = False) -> FinalModelResult:
-        self.service.load_experiment(experiment_id)
-        return self.runner.train_final_model(experiment_id, self.catalog.resolve(model_config_name),
-                                             model_output_dir=model_output_dir, force=force)
+                          force: bool = False, export: bool = True) -> FinalModelResult:
+        """Train and save the final model; an encoder also gets its checked ONNX export (``export=False`` skips it)."""
+        experiment = self.service.load_experiment(experiment_id)
+        named = self.resolve_config(experiment_id, model_config_name)
+        result = self.runner.train_final_model(experiment_id, named, model_output_dir=model_output_dir, force=force)
+        if export and self.device in (None, "cpu") and supports_export(named.model_class) and self.runner.writes:
+            result.export = export_after_training(result.model_dir, Path(experiment.info["input_file"]),
+                                                  allow_external=self.allow_external_models)
+        return result
 
     def load_model(self, model_path: Path, runtime: Runtime = "auto") -> LoadedModel:
         return load_model(model_path, runtime=runtime, device=self.device, allow_external=self.allow_external_models)
@@ -91,6 +126,7 @@ class Application:
             raise DataError(f"input file {input_file} does not exist; check --input-file.")
         if Path(output_file).exists() and not force:
             raise ExperimentError(f"{output_file} already exists; pass --force to overwrite it or choose --output-file.")
+        check_writable_directory(Path(output_file).parent, "--output-file")
         loaded = self.load_model(model_path, runtime)
         if on_start:
             on_start(estimate_data_rows(Path(input_file)) if Path(input_file).is_file() else None)
@@ -109,16 +145,47 @@ class Application:
         return evaluate_predictions(predictions_file, ground_truth_file, **options)
 
     def list_models(self) -> list[dict[str, Any]]:
+        """The configs of model_configs/, then each experiment's tuned configs (``experiment`` names it)."""
         rows = []
-        for name in self.catalog.names():
-            try:
-                entry = self.catalog.entry(name)
-            except ConfigError as exc:
-                rows.append({"name": name, "class": None, "model_name": None, "description": f"INVALID: {exc}"})
-                continue
-            rows.append({"name": name, "class": f"{entry.config.module_path}.{entry.config.class_name}",
-                         "model_name": entry.config.model_name, "description": entry.config.description})
+        places = [(None, self.catalog.config_dir)] + [(e, self.service.tuned_dir(e)) for e in self.service.experiment_ids()]
+        for experiment_id, folder in places:
+            for name in sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []:
+                try:
+                    entry = self.catalog.entry(str(folder / f"{name}.json"))
+                except ConfigError as exc:
+                    rows.append({"name": name, "class": None, "model_name": None, "description": f"INVALID: {exc}",
+                                 "experiment": experiment_id})
+                    continue
+                rows.append({"name": name, "class": f"{entry.config.module_path}.{entry.config.class_name}",
+                             "model_name": entry.config.model_name, "description": entry.config.description,
+                             "experiment": experiment_id})
         return rows
+
+    def resolve_config(self, experiment_id: str, model_config_name: str) -> NamedConfig:
+        """A config by path, by name in model_configs/, or by name among the experiment's tuned configs."""
+        return self.catalog.resolve(model_config_name, tuned_dir=self.service.tuned_dir(experiment_id))
+
+    @_writes("run-backtesting")
+    def run_backtesting_many(self, experiment_id: str, model_config_names: list[str], *, force: bool = False,
+                             executor: str = "local", ray_address: str | None = None,
+                             ray_shared_data: bool = False) -> list[RunResult]:
+        """Backtest each config; with ``executor="ray"`` every (config, fold) is a Ray task."""
+        from mlops.executors.backtest import ExecutorOptions, run_configs
+
+        options = ExecutorOptions(executor, ray_address, ray_shared_data)
+        self.service.load_experiment(experiment_id)
+        configs = [self.resolve_config(experiment_id, name) for name in model_config_names]
+        return run_configs(self.runner, experiment_id, configs, RunType.backtesting, force=force, options=options)
+
+    @_writes("tune")
+    def tune(self, experiment_id: str, model_config_name: str, options) -> Any:
+        """``cli tune``: an Optuna study over the config's search_space (see mlops.tuning.service)."""
+        from mlops.tuning.service import TuningService
+
+        self.service.load_experiment(experiment_id)
+        named = self.resolve_config(experiment_id, model_config_name)
+        tuner = TuningService(self.service, device=self.device, allow_external=self.allow_external_models)
+        return tuner.tune(experiment_id, named, options)
 
     def list_experiments(self) -> list[dict[str, Any]]:
         return experiment_rows(self.service)
@@ -127,18 +194,26 @@ class Application:
                        baseline: str | None = None, rope: float = 0.01) -> list[dict[str, Any]]:
         return compare_models(self.service, experiment_id, run_type, metric=metric, baseline=baseline, rope=rope)
 
+    @_writes("report")
     def report(self, experiment_id: str, *, output: Path | None = None, fmt: str = "html", force: bool = False):
         from mlops.report.writer import write_report
 
         return write_report(self.service, experiment_id, output=output, fmt=fmt, force=force)
+
+    def serving_app(self, model_path: Path, runtime: Runtime = "auto", settings=None):
+        """The FastAPI app serving ``model_path`` (loaded here, so a bad folder fails before the server starts)."""
+        from mlops.serving.server import ServeSettings, create_app
+
+        return create_app(self.load_model(model_path, runtime), settings or ServeSettings())
 
     def generate_data(self, request, progress=None):
         from data.generation import generate
 
         return generate(request, progress=progress)
 
+    @_writes("quickstart")
     def quickstart(self, experiment_id: str, models: list[str], *, cv_folds: int = 3, force: bool = False,
-                   seed: int = 42) -> QuickstartResult:
+                   seed: int = 42, export: bool = True) -> QuickstartResult:
         """The whole lifecycle on the shipped MR sample: splits, backtests, estimates, final model, predictions."""
         params = SplitParameters(cv_folds=cv_folds, seed=seed, backtesting_strategy=BacktestingStrategy.cv)
         columns = Columns(text="text", target="label")
@@ -153,7 +228,7 @@ class Application:
         estimates = {name: read_json(path / METRICS_FILE)["metrics"] for name, path in estimates.items()}
         best = ranking[0]["model"]
         notes.append(f"final model: {best}, the best mean backtesting macro-F1")
-        final = self.train_final_model(experiment_id, best, force=True)
+        final = self.train_final_model(experiment_id, best, force=True, export=export)
         output = self.service.experiment_dir(experiment_id) / "new_reviews_predictions.csv"
         predictions = self.predict_new(final.model_dir, SAMPLE_NEW_DATA, output, force=True)
         new_metrics = None

@@ -9,7 +9,9 @@ torch model or its ONNX export, imports model code only from trusted modules, an
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -78,6 +80,8 @@ def read_descriptor(path: Path) -> tuple[dict[str, Any], ModelConfig, list[str]]
     if not path.is_dir():
         what = "is a file, not a folder" if path.exists() else "does not exist"
         raise ExperimentError(f"model folder {path} {what}; pass a folder written by `cli train-final-model`.")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise _unreadable(path, path)
     if not (path / MODEL_FILE).is_file():
         raise ExperimentError(
             f"{path} is not a model folder: it has no {MODEL_FILE}. Pass a folder written by `cli train-final-model` "
@@ -107,15 +111,38 @@ def load_model_folder(path: Path, *, device: str | None = None, allow_external: 
             "--allow-external-models only if you trust where this folder came from."
         )
     model_class = resolve_model_class(config, allow_external=allow_external, source=str(path / MODEL_FILE))
+    _check_readable(path)
     try:
         model = model_class.load(path, config, device=device)
     except MlopsError:
         raise
+    except PermissionError as exc:
+        raise _unreadable(Path(exc.filename or path), path) from None
     except Exception as exc:
         raise ModelError(f"cannot load the model in {path}: {type(exc).__name__}: {exc}") from exc
     if list(model.labels) != labels:
         raise ModelError(f"{path}: the model's labels {model.labels} differ from {MODEL_FILE}'s {labels}.")
     return LoadedModel(model=model, info=info, directory=path)
+
+
+def _unreadable(item: Path, folder: Path) -> ExperimentError:
+    try:
+        info = item.stat()
+        owner = f" (mode {info.st_mode & 0o777:04o}, owner uid {info.st_uid})"
+    except OSError:
+        owner = ""
+    return ExperimentError(
+        f"{item} is not readable for this user{owner}, so the model in {folder} cannot be loaded. Ask its owner to "
+        f"run `chmod -R a+rX {folder}` (folders written by this version get the modes the umask allows)."
+    )
+
+
+def _check_readable(folder: Path) -> None:
+    """Name the first file of a model folder this user cannot read (a permission problem, not a missing file);
+    the ONNX export inside it is checked when it is the folder loaded."""
+    for item in [folder, *(p for p in folder.rglob("*") if EXPORT_DIR not in p.relative_to(folder).parts)]:
+        if not os.access(item, os.R_OK | (os.X_OK if item.is_dir() else 0)):
+            raise _unreadable(item, folder)
 
 
 def load_model(path: Path, *, runtime: Runtime = "auto", device: str | None = None,
@@ -136,18 +163,31 @@ def manifest_kind(directory: Path) -> str | None:
     return manifest.get("kind") if isinstance(manifest, dict) else None
 
 
-def source_fingerprint(model_dir: Path) -> str:
-    """What identifies the saved model an export was made from: its manifest and descriptor, and the
-    names and sizes of its files (a retrained or hand-edited folder gets a new fingerprint)."""
+def source_fingerprint(model_dir: Path, *, legacy: bool = False) -> str:
+    """What identifies the saved model an export was made from: its manifest (less the ``export`` record
+    that train-final-model adds after exporting) and descriptor, and the names and sizes of its files (a
+    retrained or hand-edited folder gets a new fingerprint). ``legacy``: the raw-bytes digest of earlier
+    versions, still accepted for their exports."""
     digest = hashlib.sha256()
     found = False
     for name in (MANIFEST_FILE, MODEL_FILE):
         if (model_dir / name).is_file():
-            digest.update((model_dir / name).read_bytes())
+            raw = (model_dir / name).read_bytes()
+            if name == MANIFEST_FILE and not legacy:
+                try:
+                    manifest = json.loads(raw)
+                except ValueError:
+                    manifest = None  # a damaged manifest: its bytes are its identity
+                if isinstance(manifest, dict):
+                    manifest.pop("export", None)
+                    raw = json.dumps(manifest, sort_keys=True).encode()
+            digest.update(raw)
             found = True
     if not found:
         raise ExperimentError(f"{model_dir} has neither {MANIFEST_FILE} nor {MODEL_FILE}.")
     for path in sorted(p for p in model_dir.iterdir() if p.is_file()):
+        if path.name == MANIFEST_FILE and not legacy:
+            continue  # its size changes with the export record; its content is in the digest above
         digest.update(f"{path.name}:{path.stat().st_size};".encode())
     return digest.hexdigest()
 
@@ -161,7 +201,7 @@ def export_for(model_dir: Path) -> Path | None:
         recorded = read_json(directory / MANIFEST_FILE).get("source_fingerprint")
     except (ExperimentError, AttributeError):
         return None
-    if recorded != source_fingerprint(model_dir):
+    if recorded not in (source_fingerprint(model_dir), source_fingerprint(model_dir, legacy=True)):
         logger.warning("%s was exported from a different model than %s; ignoring it (re-run export-model)",
                        directory, model_dir)
         return None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlops.errors import ConfigError
 
@@ -22,6 +22,50 @@ class HyperparameterSearch(BaseModel):
     scoring: str = "f1_macro"
 
 
+class SearchDistribution(BaseModel):
+    """One training argument's distribution for ``cli tune`` (Optuna): a float range, an int range or choices."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["loguniform", "uniform", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    step: float | None = Field(default=None, gt=0, description="uniform and int only: the grid step")
+    log: bool = Field(default=False, description="int only: sample on a log scale")
+    choices: list[Any] | None = Field(default=None, min_length=1, description="categorical only")
+
+    @model_validator(mode="after")
+    def _shape(self) -> SearchDistribution:
+        if self.type == "categorical":
+            if self.choices is None or self.low is not None or self.high is not None or self.step is not None:
+                raise ValueError("a categorical distribution takes 'choices' (a non-empty list) and no low/high/step")
+            return self
+        if self.choices is not None or self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} distribution takes 'low' and 'high' (and no 'choices')")
+        if not self.low < self.high:
+            raise ValueError(f"low must be below high, found low={self.low}, high={self.high}")
+        if self.type == "loguniform" and (self.low <= 0 or self.step is not None):
+            raise ValueError("a loguniform distribution needs low > 0 and takes no step")
+        if self.type == "int" and not all(float(v).is_integer() for v in (self.low, self.high, self.step or 1)):
+            raise ValueError("an int distribution needs whole-number low, high and step")
+        if self.log and (self.type != "int" or self.step not in (None, 1)):
+            raise ValueError("'log' is for int distributions without a step; use type 'loguniform' for floats")
+        return self
+
+
+class Resources(BaseModel):
+    """What one task of this model asks a Ray cluster for (``--executor ray``); unset: the family's default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpus: float | None = Field(default=None, gt=0)
+    gpus: float | None = Field(default=None, ge=0)
+
+
+#: Config fields that do not change what a fold trains, left out of a run's config fingerprint.
+NON_TRAINING_FIELDS = frozenset({"search_space", "resources"})
+
+
 class ModelConfig(BaseModel):
     """One model plugin and its arguments."""
 
@@ -33,6 +77,9 @@ class ModelConfig(BaseModel):
     description: str = ""
     training_arguments: dict[str, Any] = Field(default_factory=dict)
     hyperparameter_search: HyperparameterSearch | None = None
+    search_space: dict[str, SearchDistribution] | None = Field(
+        default=None, description="per training argument, the distribution `cli tune` samples it from")
+    resources: Resources | None = None
 
     @field_validator("module_path")
     @classmethod

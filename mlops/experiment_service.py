@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -13,7 +15,8 @@ import numpy as np
 
 from mlops.dataset import LabelledData, load_labelled_data
 from mlops.errors import ExperimentError
-from mlops.io import check_plain_name, file_sha256, read_json, staged_directory, write_json
+from mlops.io import (check_plain_name, check_writable_directory, file_lock, file_sha256, read_json,
+                      staged_directory, write_json)
 from mlops.model_interface import TextDataset
 from mlops.provenance import environment_manifest
 from mlops.splitting import Fold, SplitParameters, SplitPlan, build_split_plan, leakage_groups
@@ -21,7 +24,8 @@ from mlops.splitting import Fold, SplitParameters, SplitPlan, build_split_plan, 
 logger = logging.getLogger(__name__)
 
 # The experiment folder: experiment.json and splits.npz, then runs/<config>/<run type>/ holding, per fold
-# (fold_<k>/ for backtesting), metrics.json and predictions.csv, and per run summary.json and run.json.
+# (fold_<k>/ for backtesting), metrics.json and predictions.csv, and per run summary.json and run.json;
+# cli tune adds tuning/<study>.db (its Optuna study) and tuned/<config>_tuned.json (the best config).
 EXPERIMENT_FILE = "experiment.json"
 SPLITS_FILE = "splits.npz"
 METRICS_FILE = "metrics.json"
@@ -29,6 +33,7 @@ PREDICTIONS_FILE = "predictions.csv"
 SUMMARY_FILE = "summary.json"
 RUN_FILE = "run.json"
 FINAL_RECORD_FILE = "final_model.json"  # in runs/<config>/: where a final model written elsewhere went
+LOCK_FILE = ".lock"  # held (fcntl.flock) by the command writing the experiment; names it (pid, command)
 
 
 class RunType(str, Enum):
@@ -80,11 +85,37 @@ class ExperimentService:
     def run_dir(self, experiment_id: str, model_config_name: str, run_type: RunType) -> Path:
         return self.experiment_dir(experiment_id) / "runs" / model_config_name / run_type.value
 
+    def tuned_dir(self, experiment_id: str) -> Path:
+        """``tuned/``: the best configs ``cli tune`` wrote, ``<config>_tuned.json``, which configs can be named by."""
+        return self.experiment_dir(experiment_id) / "tuned"
+
+    def tuning_dir(self, experiment_id: str) -> Path:
+        """``tuning/``: the Optuna studies of ``cli tune`` (``<study>.db``, SQLite) unless --storage says otherwise."""
+        return self.experiment_dir(experiment_id) / "tuning"
+
     def experiment_ids(self) -> list[str]:
-        if not self.experiments_dir.is_dir():
+        directory = self.experiments_dir
+        if not directory.is_dir():
+            if directory.exists():
+                raise ExperimentError(f"{directory} is a file, not the folder of experiments; move it away, or "
+                                      "point --artifacts-dir (or MLOPS_ARTIFACTS_DIR) at another folder.")
             return []
-        return sorted(p.name for p in self.experiments_dir.iterdir()
-                      if p.is_dir() and not p.name.startswith(".") and (p / EXPERIMENT_FILE).is_file())
+        try:
+            return sorted(p.name for p in directory.iterdir()
+                          if p.is_dir() and not p.name.startswith(".") and (p / EXPERIMENT_FILE).is_file())
+        except PermissionError:
+            raise ExperimentError(f"{directory} is not readable for this user; fix its permissions, or point "
+                                  "--artifacts-dir (or MLOPS_ARTIFACTS_DIR) at another folder.") from None
+
+    def lock(self, experiment_id: str, command: str, *, wait: bool = False) -> AbstractContextManager[None]:
+        """One writer per experiment: hold its lock file while ``command`` (as the user typed it, roughly) runs.
+        A new experiment has no folder yet and needs none: its folder appears whole, by a rename."""
+        directory = self.experiment_dir(experiment_id)
+        if not directory.is_dir():
+            return nullcontext()
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return file_lock(directory / LOCK_FILE, f"pid {os.getpid()} running `{command}` (since {started})",
+                         what=f"experiment {experiment_id!r}", wait=wait)
 
     # --- creation ------------------------------------------------------------------------------
     def create_experiment(
@@ -97,8 +128,11 @@ class ExperimentService:
         encoding: str = "utf-8",
         strict: bool = False,
         force: bool = False,
+        normalize_labels: bool = False,
     ) -> Experiment:
         directory = self.experiment_dir(experiment_id)
+        self.experiment_ids()  # a file named experiments, an unreadable folder: say so before reading any data
+        check_writable_directory(self.experiments_dir, "the artifacts root (--artifacts-dir)")
         if directory.exists() and not force:
             raise ExperimentError(
                 f"experiment {experiment_id!r} already exists at {directory}; choose another --experiment-id "
@@ -109,6 +143,7 @@ class ExperimentService:
         data = load_labelled_data(
             input_file, text_column=columns.text, target_column=columns.target,
             text_pair_column=columns.text_pair, group_column=columns.group, encoding=encoding, strict=strict,
+            normalize_labels=normalize_labels,
         )
         frame = data.frame
         groups = leakage_groups(
@@ -129,6 +164,8 @@ class ExperimentService:
             "input_sha256": file_sha256(input_file),
             "encoding": encoding,
             "strict": strict,
+            "normalize_labels": normalize_labels,
+            "merged_labels": data.merged_labels,
             "columns": columns.__dict__,
             "labels": data.labels,
             "class_counts": frame["label"].value_counts().sort_index().to_dict(),
@@ -188,6 +225,7 @@ class ExperimentService:
         data = load_labelled_data(
             path, text_column=columns.text, target_column=columns.target, text_pair_column=columns.text_pair,
             group_column=columns.group, encoding=info["encoding"], strict=info.get("strict", False),
+            normalize_labels=info.get("normalize_labels", False),
         )
         if len(data.frame) != info["rows_used"]:
             raise ExperimentError(f"{path} now yields {len(data.frame)} usable rows, not {info['rows_used']}.")

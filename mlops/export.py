@@ -157,3 +157,28 @@ def export_model(
         })
     logger.info("ONNX export (%s) written to %s", facts["precision"], output_dir)
     return ExportResult(output_dir, facts["precision"], facts["check_against_fp32_torch"], facts["seconds"])
+
+
+def supports_export(model_class: type) -> bool:
+    """Whether ``model_class`` implements ``export_onnx`` (the base class only refuses)."""
+    from mlops.model_interface import ModelInterface
+
+    return getattr(model_class, "export_onnx", None) is not ModelInterface.export_onnx
+
+
+def export_after_training(model_dir: Path, data_file: Path, *, allow_external: bool = False) -> dict[str, Any]:
+    """The export train-final-model writes by itself: checked on rows of the training file; its outcome (or
+    why it failed, which does not fail the training) is recorded under ``export`` in the model's manifest."""
+    logger.info("exporting %s to ONNX Runtime for fast CPU prediction (checked on rows of its training file; "
+                "--no-export skips this, `cli export-model --data-file` re-checks on new rows)", model_dir)
+    try:
+        result = export_model(model_dir, data_file=data_file, allow_external=allow_external, force=True)
+        record = {"directory": EXPORT_DIR, "precision": result.precision, "check": result.check,
+                  "seconds": round(result.seconds, 2)}
+    except MlopsError as exc:
+        logger.warning("no ONNX export for %s: %s (predict-new and serve use the torch model)", model_dir, exc)
+        record = {"directory": None, "error": str(exc)}
+    manifest = read_json(model_dir / MANIFEST_FILE)
+    manifest["export"] = record
+    write_json(model_dir / MANIFEST_FILE, manifest)  # the source fingerprint ignores this key
+    return record

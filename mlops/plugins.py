@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from mlops.config import ModelConfig, format_validation_error
 from mlops.errors import ConfigError
 from mlops.model_interface import ModelInterface, TrainingArguments
+from mlops.search_space import check_search_space
 
 TRUSTED_PACKAGE = "models"
 
@@ -99,6 +100,11 @@ def validate_training_arguments(config: ModelConfig, model_class: type[ModelInte
         problem = model_class.check_hyperparameter_search(config.hyperparameter_search, arguments)
         if problem:
             raise ConfigError(f"{source}: hyperparameter_search: {problem}")
+    if config.search_space:
+        problem = check_search_space(config.search_space, config.training_arguments,
+                                     model_class.training_arguments_class)
+        if problem:
+            raise ConfigError(f"{source}: {problem}")
     return arguments
 
 

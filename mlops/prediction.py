@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlops.artifacts import LoadedModel
-from mlops.dataset import iter_table_chunks, require_columns, table_columns
+from mlops.dataset import check_text_columns, iter_table_chunks, require_columns, table_columns
 from mlops.errors import DataError, ExperimentError
+from mlops.io import ensure_directory, file_problem, remove_stale_scratch, scratch_name
 from mlops.model_interface import TextDataset
 from mlops.pipeline import PREDICTED_COLUMN, compute_metrics, proba_column
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,21 @@ class PredictionSummary:
     empty_texts: int
 
 
+def label_chunk(loaded: LoadedModel, chunk: pd.DataFrame, text_column: str,
+                text_pair_column: str | None) -> tuple[pd.DataFrame, int]:
+    """``chunk`` with ``predicted_label`` and one ``proba_<label>`` column per class added, and how many
+    of its texts were empty. predict-new and the server's CSV endpoint both write exactly this."""
+    texts = chunk[text_column].fillna("").astype(str)
+    pairs = chunk[text_pair_column].fillna("").astype(str).tolist() if text_pair_column else None
+    proba = loaded.predict_proba(TextDataset(texts=texts.tolist(), text_pairs=pairs))
+    labels = loaded.labels
+    chunk = chunk.copy()
+    chunk[PREDICTED_COLUMN] = np.asarray(labels, dtype=object)[proba.argmax(axis=1)]
+    for j, label in enumerate(labels):
+        chunk[proba_column(label)] = proba[:, j]
+    return chunk, int((texts.str.strip() == "").sum())
+
+
 def predict_file(
     loaded: LoadedModel,
     input_file: Path,
@@ -81,25 +99,20 @@ def predict_file(
     columns = table_columns(input_file, encoding)
     _check_pair_usage(loaded, text_pair_column is not None, "--text-pair-column")
     require_columns(columns, {"--text-column": text_column, "--text-pair-column": text_pair_column}, input_file)
+    check_text_columns(input_file, {"--text-column": text_column, "--text-pair-column": text_pair_column})
     labels = loaded.labels
-    output_file.parent.mkdir(parents=True, exist_ok=True)
-    partial = output_file.with_name(f".{output_file.name}.partial-{uuid.uuid4().hex[:8]}")
+    ensure_directory(output_file.parent)
+    remove_stale_scratch(output_file.parent, target=output_file.name)  # what a killed predict-new left
+    partial = scratch_name(output_file, "partial")
     counts = dict.fromkeys(labels, 0)
     rows = empty = 0
     try:
         with partial.open("w", encoding="utf-8", newline="") as handle:
             for chunk in iter_table_chunks(input_file, chunk_rows, encoding):
-                texts = chunk[text_column].fillna("").astype(str)
-                empty += int((texts.str.strip() == "").sum())
-                pairs = chunk[text_pair_column].fillna("").astype(str).tolist() if text_pair_column else None
-                proba = loaded.predict_proba(TextDataset(texts=texts.tolist(), text_pairs=pairs))
-                predicted = np.asarray(labels, dtype=object)[proba.argmax(axis=1)]
-                chunk = chunk.copy()
-                chunk[PREDICTED_COLUMN] = predicted
-                for j, label in enumerate(labels):
-                    chunk[proba_column(label)] = proba[:, j]
+                chunk, n_empty = label_chunk(loaded, chunk, text_column, text_pair_column)
+                empty += n_empty
                 chunk.to_csv(handle, header=rows == 0, index=False)
-                for label, n in zip(*np.unique(predicted, return_counts=True), strict=True):
+                for label, n in zip(*np.unique(chunk[PREDICTED_COLUMN], return_counts=True), strict=True):
                     counts[str(label)] += int(n)
                 rows += len(chunk)
                 if on_progress:
@@ -107,6 +120,8 @@ def predict_file(
         if rows == 0:
             raise ExperimentError(f"{input_file} has no data rows to predict.")
         os.replace(partial, output_file)
+    except OSError as exc:  # the reader and the model report their own errors: this is the output's
+        raise file_problem(exc, output_file, "write", use_filename=False) from None
     finally:
         partial.unlink(missing_ok=True)
     if empty:
@@ -137,7 +152,9 @@ def evaluate_predictions(
                     predictions_file)
     require_columns(list(truth.columns), {"--target-column": target_column, "--id-column": id_column},
                     ground_truth_file)
+    blank = _blank_truth(truth[target_column], ground_truth_file, target_column)
     if id_column:
+        truth = truth[~blank]
         for frame, path in ((truth, ground_truth_file), (predictions, predictions_file)):
             frame[id_column] = frame[id_column].astype(str)
             if frame[id_column].duplicated().any():
@@ -158,8 +175,13 @@ def evaluate_predictions(
         for column in predictions.columns:
             if column.startswith("proba_"):
                 merged[column] = predictions[column].to_numpy()
-    y_true = merged[target_column].astype(str).to_numpy()
-    y_pred = merged[prediction_column].astype(str).to_numpy()
+        merged = merged[~blank.to_numpy()]
+    if merged.empty:
+        raise DataError(f"every --target-column {target_column!r} value of {ground_truth_file} is empty; there is "
+                        "nothing to score. Check --target-column.")
+    y_true = merged[target_column].astype(str).str.strip().to_numpy()
+    y_pred = merged[prediction_column].fillna("").astype(str).str.strip().to_numpy()
+    _check_shared_labels(set(y_true), set(y_pred), ground_truth_file, predictions_file)
     labels = sorted(set(y_true) | set(y_pred))
     proba_columns = [proba_column(label) for label in labels]
     proba = None
@@ -170,4 +192,32 @@ def evaluate_predictions(
             raise DataError(f"the proba_* columns of {predictions_file} are not all numbers.") from None
     metrics = compute_metrics(y_true, proba, labels, y_pred=y_pred)
     metrics["labels"] = labels
+    metrics["rows_dropped_empty_truth"] = int(blank.sum())
     return metrics
+
+
+def _blank_truth(values: pd.Series, path: Path, column: str) -> pd.Series:
+    """Which ground-truth labels are empty (dropped with a count, as generate-splits does)."""
+    blank = values.isna() | (values.astype(str).str.strip() == "")
+    if blank.any():
+        where = (values.index[blank][:5] + 2).tolist()  # +2: header line and 1-based numbering
+        logger.warning("dropped %d rows of %s with an empty label (column %r; file lines %s...); they are not scored",
+                       int(blank.sum()), path, column, where)
+    return blank
+
+
+def _check_shared_labels(truth: set[str], predicted: set[str], truth_file: Path, predictions_file: Path) -> None:
+    """Refuse to score two files that share no label (say 0/1 against negative/positive): every row would count
+    as wrong, and the 0.0 would say nothing about the model."""
+    if truth & predicted:
+        return
+
+    def shown(values: set[str]) -> str:
+        ordered = sorted(values)
+        return str(ordered[:10])[:-1] + (f", ... {len(ordered) - 10} more]" if len(ordered) > 10 else "]")
+
+    raise DataError(
+        f"the ground truth and the predictions share no label: {truth_file} has {shown(truth)}, {predictions_file} "
+        f"has {shown(predicted)}. Check --target-column and --prediction-column, or write both files with the same "
+        "label names (for example map 0/1 to negative/positive)."
+    )

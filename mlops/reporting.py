@@ -60,11 +60,7 @@ def _experiment_rows(service: ExperimentService, experiment_id: str) -> list[dic
         "labels": len(experiment.labels),
         "strategy": experiment.info["split_parameters"]["backtesting_strategy"],
     }
-    names = _config_names(service, experiment_id)
-    if not names:
-        return [{**base, "model": None, "stages": "", "backtesting_macro_f1": None, "holdout_macro_f1": None,
-                 "final_model": None}]
-    for name in names:
+    for name in _config_names(service, experiment_id):
         runs_dir = service.experiment_dir(experiment_id) / "runs" / name
         stages, backtest, holdout = [], None, None
         summary = runs_dir / RunType.backtesting.value / SUMMARY_FILE
@@ -72,6 +68,8 @@ def _experiment_rows(service: ExperimentService, experiment_id: str) -> list[dic
             data = read_json(summary)
             stages.append(f"backtesting({data['n_folds']} folds)")
             backtest = data["macro_f1"]["mean"]
+        elif folds := list((runs_dir / RunType.backtesting.value).glob(f"fold_*/{METRICS_FILE}")):
+            stages.append(f"backtesting(incomplete: {len(folds)} folds)")
         estimate = runs_dir / RunType.performance_estimation.value / METRICS_FILE
         if estimate.is_file():
             stages.append("estimate")
@@ -79,8 +77,13 @@ def _experiment_rows(service: ExperimentService, experiment_id: str) -> list[dic
         final_dir = _final_model_dir(runs_dir)
         if final_dir is not None:
             stages.append("final")
+        if not stages:  # a run that failed before its first fold was complete: no results to show
+            continue
         rows.append({**base, "model": name, "stages": ", ".join(stages), "backtesting_macro_f1": backtest,
                      "holdout_macro_f1": holdout, "final_model": str(final_dir) if final_dir else None})
+    if not rows:
+        return [{**base, "model": None, "stages": "", "backtesting_macro_f1": None, "holdout_macro_f1": None,
+                 "final_model": None}]
     return rows
 
 
@@ -111,7 +114,16 @@ def compare_models(service: ExperimentService, experiment_id: str, run_type: Run
                for row in rows}
     for row in rows:
         row.update(_paired_statistics(service, experiment, run_type, row["model"], baseline, records, metric, rope))
+        if len(records[row["model"]]) == 1:
+            row.update(_single_split_intervals(records[row["model"]][0]))
     return rows
+
+
+def _single_split_intervals(record: dict[str, Any]) -> dict[str, Any]:
+    """A one-fold run's test rows and 95% intervals (None for a fold made before they were recorded)."""
+    metrics = record["metrics"]
+    return {"n_test": record["rows"]["test"], "accuracy_ci": metrics.get("accuracy_ci"),
+            "macro_f1_ci": metrics.get("macro_f1_ci")}
 
 
 def _ranked_rows(service: ExperimentService, experiment_id: str, run_type: RunType,

@@ -9,7 +9,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,11 +18,11 @@ from typing import Any
 
 from mlops.artifacts import MANIFEST_FILE, MODEL_FILE, write_model_descriptor
 from mlops.callbacks import TrainingCallback
-from mlops.config import ModelConfig
+from mlops.config import NON_TRAINING_FIELDS, ModelConfig
 from mlops.errors import ExperimentError, MlopsError
 from mlops.experiment_service import (FINAL_RECORD_FILE, METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, SUMMARY_FILE,
                                       Experiment, ExperimentService, RunType, dataset_at)
-from mlops.io import read_json, staged_directory, write_json
+from mlops.io import ensure_directory, read_json, remove_stale_scratch, staged_directory, work_dir_name, write_json
 from mlops.model_interface import FitContext, TextDataset
 from mlops.pipeline import FoldOutcome, compute_metrics, fit_and_predict, predictions_frame, summarise_folds
 from mlops.plugins import NamedConfig
@@ -45,7 +44,7 @@ def _throwaway_directory() -> Iterator[Path]:
 @contextmanager
 def _work_dir(parent: Path) -> Iterator[Path]:
     """A scratch folder for a model's checkpoints, removed afterwards whatever happens."""
-    work_dir = parent / f".work-{uuid.uuid4().hex[:8]}"
+    work_dir = work_dir_name(parent)  # carries our pid: a later run removes it if we are killed
     work_dir.mkdir()
     try:
         yield work_dir
@@ -59,7 +58,8 @@ def is_main_process() -> bool:
 
 
 def config_fingerprint(config: ModelConfig) -> str:
-    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    dumped = config.model_dump(mode="json", exclude=set(NON_TRAINING_FIELDS))  # search_space, resources: no effect
+    canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -82,6 +82,7 @@ class FinalModelResult:
     model_dir: Path
     validation_metrics: dict[str, Any] | None
     timings: dict[str, float]
+    export: dict[str, Any] | None = None  # the ONNX export written after training, if any
 
 
 class ExperimentRunner:
@@ -98,6 +99,9 @@ class ExperimentRunner:
         self.callbacks = list(callbacks or [])
         self.writes = is_main_process()
         self.tracking = tracking if tracking is not None and self.writes else Tracking([])
+        #: Set by ``mlops.executors`` while another executor (Ray) trains the folds: ``outcome(key)`` gives the
+        #: FoldOutcome of key (config name, run type, fold), and this runner writes it as if trained here.
+        self.remote = None
 
     # --- shared pieces ---------------------------------------------------------------------------
     def _identity(self, experiment: Experiment, named: NamedConfig, run_type: RunType, fold: int) -> dict[str, Any]:
@@ -117,7 +121,10 @@ class ExperimentRunner:
                           callbacks=[*self.callbacks, *(extra or [])])
 
     def _fit(self, named: NamedConfig, train: TextDataset, val: TextDataset, test: TextDataset, labels: list[str],
-             seed: int, scratch_parent: Path, tracked: FoldRun) -> FoldOutcome:
+             seed: int, scratch_parent: Path, tracked: FoldRun,
+             key: tuple[str, str, int] | None = None) -> FoldOutcome:
+        if self.remote is not None and key is not None:
+            return self.remote.outcome(key)
         with _work_dir(scratch_parent) as work_dir:
             return fit_and_predict(named, train, val, test, labels, self._context(seed, work_dir, tracked.callbacks))
 
@@ -128,6 +135,13 @@ class ExperimentRunner:
                 "config_sha256": config_fingerprint(named.config), "seed": experiment.seed,
                 "input_sha256": experiment.info["input_sha256"], "split_parameters": experiment.info["split_parameters"],
                 "labels": experiment.labels}
+
+    def pending_folds(self, experiment: Experiment, named: NamedConfig, run_type: RunType, force: bool) -> list[int]:
+        """The folds a run of ``named`` would train now: those not complete with the same identity."""
+        run_dir = self.service.run_dir(experiment.experiment_id, named.name, run_type)
+        return [k for k in range(len(self.service.folds(experiment, run_type)))
+                if self._completed_fold(run_dir / f"fold_{k}" if run_type is RunType.backtesting else run_dir,
+                                        self._identity(experiment, named, run_type, k), force) is None]
 
     def _completed_fold(self, fold_dir: Path, identity: dict[str, Any], force: bool) -> dict[str, Any] | None:
         """The stored result of a finished fold with the same identity, or None if it must be (re)run."""
@@ -151,11 +165,14 @@ class ExperimentRunner:
         logger.info("%s fold %d/%d: training %s on %d rows (val %d), scoring %d rows", run_type.value, k + 1,
                     n_folds, named.name, len(train), len(val), len(test))
         try:
-            outcome = self._fit(named, train, val, test, experiment.labels, experiment.seed, run_dir, tracked)
+            outcome = self._fit(named, train, val, test, experiment.labels, experiment.seed, run_dir, tracked,
+                                key=(named.name, run_type.value, k))
         except MlopsError as exc:
             raise type(exc)(f"{run_type.value} fold {k + 1}/{n_folds} of {named.name} failed: {exc}") from exc
         t0 = time.perf_counter()
-        metrics = compute_metrics(test.labels, outcome.proba, experiment.labels)
+        # One split has no spread across folds to show how sure it is: give it 95% intervals instead.
+        metrics = compute_metrics(test.labels, outcome.proba, experiment.labels, intervals=n_folds == 1,
+                                  seed=experiment.seed)
         record = {
             "identity": identity,
             "metrics": metrics,
@@ -177,7 +194,9 @@ class ExperimentRunner:
         started = time.perf_counter()
         folds = self.service.folds(experiment, run_type)
         run_dir = self.service.run_dir(experiment.experiment_id, named.name, run_type)
-        run_dir.mkdir(parents=True, exist_ok=True)  # every rank needs it for its scratch work_dir
+        ensure_directory(run_dir)  # every rank needs it for its scratch work_dir
+        if self.writes:  # what a killed run left (scratch of dead processes) goes before anything new is written
+            remove_stale_scratch(run_dir)
         self.service.verify_input(experiment)  # even when every fold is reused
         if force and self.writes:  # a forced run that fails must not leave the old summary standing
             for stale in (SUMMARY_FILE, RUN_FILE):
@@ -280,7 +299,9 @@ class ExperimentRunner:
         labels = experiment.labels
         logger.info("final model %s: training on %d rows, validating on %d", named.name, len(fold.train),
                     len(fold.val))
-        model_dir.parent.mkdir(parents=True, exist_ok=True)
+        ensure_directory(model_dir.parent)
+        if self.writes:
+            remove_stale_scratch(model_dir.parent)  # a killed run's .work-* and .<model>.partial-* folders
         # Ranks other than 0 of a distributed launch train alongside but write into a throwaway folder.
         staging = staged_directory(model_dir, replace=True) if self.writes else _throwaway_directory()
         params = self._tracking_params(experiment, named, RunType.final_model)

@@ -10,6 +10,7 @@ leakage group; a group never straddles two sides of any split. Splitters follow 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -72,6 +73,10 @@ def _all_singletons(groups: np.ndarray) -> bool:
     return len(np.unique(groups)) == len(groups)
 
 
+class TrainSideTooSmall(ValueError):
+    """The split's larger side would lack a row of some class (the split's share is too large for the data)."""
+
+
 class StratifiedGroupHoldout:
     """One stratified (train, test) split that keeps every group on one side."""
 
@@ -90,7 +95,8 @@ class StratifiedGroupHoldout:
             n_classes = len(np.unique(y))
             n_test = max(round(self.test_size * len(y)), n_classes)
             if len(y) - n_test < n_classes:
-                raise ValueError(f"{len(y)} rows are too few for one row per class on each side.")
+                raise TrainSideTooSmall(f"a share of {self.test_size:g} of {len(y)} rows leaves {len(y) - n_test} for "
+                                        f"the other side, fewer than one per class ({n_classes}).")
             splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_test, random_state=self.seed)
             yield next(splitter.split(placeholder, y))
             return
@@ -177,16 +183,22 @@ def _class_counts(y: np.ndarray) -> dict[str, int]:
 
 
 def _split_subset(
-    positions: np.ndarray, y: np.ndarray, groups: np.ndarray, splitter, what: str
+    positions: np.ndarray, y: np.ndarray, groups: np.ndarray, splitter, what: str, option: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Apply a holdout splitter to ``positions`` and map the result back to positions."""
     try:
         train, test = next(splitter.split(positions, y[positions], groups[positions]))
     except ValueError as exc:
         counts = _class_counts(y[positions])
+        size = splitter.test_size
+        if isinstance(exc, TrainSideTooSmall) and size > 0.5:
+            fix = f"Use a smaller {option} (found {size:g}; 0.2 is usual) so both sides keep a row of every class."
+        elif isinstance(exc, TrainSideTooSmall):
+            fix = "Add data for the smallest class: both sides of the split need a row of every class."
+        else:
+            fix = f"Use a larger {option} (found {size:g}) or more data per class."
         raise DataError(
-            f"cannot make the {what} split from {len(positions)} rows with class counts {counts}: {exc} "
-            "Use a larger size for that split or more data per class."
+            f"cannot make the {what} split from {len(positions)} rows with class counts {counts}: {exc} {fix}"
         ) from None
     return np.sort(positions[train]), np.sort(positions[test])
 
@@ -201,6 +213,27 @@ def _check_min_per_class(y: np.ndarray, minimum: int, what: str, fix: str) -> No
         )
 
 
+#: Fewer hold-out rows of a class than this and its estimate is mostly noise (generate-splits warns).
+MIN_HOLDOUT_ROWS_PER_CLASS = 10
+
+
+def _warn_small_holdout(y: np.ndarray, holdout_y: np.ndarray, test_size: float) -> None:
+    """Warn, naming each class, its hold-out count and the --test-size that would give it enough rows."""
+    total, held = _class_counts(y), _class_counts(holdout_y)
+    small = {label: held.get(label, 0) for label in total if held.get(label, 0) < MIN_HOLDOUT_ROWS_PER_CLASS}
+    if not small:
+        return
+    needed = max(math.ceil(MIN_HOLDOUT_ROWS_PER_CLASS / total[label] * 100) / 100 for label in small)
+    minimum = MIN_HOLDOUT_ROWS_PER_CLASS
+    fix = (f"use --test-size {needed:.2f} or more (found {test_size:g})" if needed <= 0.5 else
+           f"add data for {'that class' if len(small) == 1 else 'those classes'}: about "
+           f"{math.ceil(minimum / test_size)} rows of a class put {minimum} in a hold-out of --test-size {test_size:g}")
+    logger.warning(
+        "the global hold-out has fewer than %d rows of %s, so the estimate on it will be noisy (see its 95%% "
+        "interval); %s.", MIN_HOLDOUT_ROWS_PER_CLASS,
+        ", ".join(f"class {label!r} ({n} row{'' if n == 1 else 's'})" for label, n in small.items()), fix)
+
+
 def build_split_plan(y: Sequence[str], groups: np.ndarray, params: SplitParameters) -> SplitPlan:
     """Hold-out first, then the backtesting folds, the estimate and the final-model split."""
     params.validate()
@@ -209,7 +242,9 @@ def build_split_plan(y: Sequence[str], groups: np.ndarray, params: SplitParamete
     every = np.arange(len(y))
     _check_min_per_class(y, 2, "a stratified split", "Add rows for that class or remove it from the data.")
     seed = params.seed
-    train_val, holdout = _split_subset(every, y, groups, StratifiedGroupHoldout(params.test_size, seed), "hold-out")
+    train_val, holdout = _split_subset(every, y, groups, StratifiedGroupHoldout(params.test_size, seed), "hold-out",
+                                       "--test-size")
+    _warn_small_holdout(y, y[holdout], params.test_size)
 
     folds: list[Fold] = []
     if params.backtesting_strategy is BacktestingStrategy.cv:
@@ -222,21 +257,21 @@ def build_split_plan(y: Sequence[str], groups: np.ndarray, params: SplitParamete
             rest_positions, test_positions = train_val[rest], np.sort(train_val[test])
             train, val = _split_subset(rest_positions, y, groups,
                                        StratifiedGroupHoldout(params.backtesting_val_size, seed + k + 1),
-                                       f"fold {k} train/val")
+                                       f"fold {k} train/val", "--backtesting-val-size")
             folds.append(Fold(train=train, val=val, test=test_positions))
     else:
         rest, test = _split_subset(train_val, y, groups, StratifiedGroupHoldout(params.backtesting_test_size, seed + 1),
-                                   "backtesting train-val/test")
+                                   "backtesting train-val/test", "--backtesting-test-size")
         train, val = _split_subset(rest, y, groups, StratifiedGroupHoldout(params.backtesting_val_size, seed + 2),
-                                   "backtesting train/val")
+                                   "backtesting train/val", "--backtesting-val-size")
         folds.append(Fold(train=train, val=val, test=test))
 
     est_train, est_val = _split_subset(train_val, y, groups,
                                        StratifiedGroupHoldout(params.perf_estimation_val_size, seed + 101),
-                                       "performance-estimation train/val")
+                                       "performance-estimation train/val", "--perf-estimation-val-size")
     final_train, final_val = _split_subset(every, y, groups,
                                            StratifiedGroupHoldout(params.final_model_val_size, seed + 202),
-                                           "final-model train/val")
+                                           "final-model train/val", "--final-model-val-size")
     return SplitPlan(
         holdout_test=holdout,
         train_val=train_val,

@@ -11,6 +11,10 @@ References:
     correlated t-test; first in G. Corani and A. Benavoli, Machine Learning 100, 285-304, 2015).
     Q. McNemar, "Note on the sampling error of the difference between correlated proportions or
     percentages", Psychometrika 12(2), 153-157, 1947.
+    E. B. Wilson, "Probable inference, the law of succession, and statistical inference", JASA 22(158),
+    209-212, 1927 (the score interval of a proportion).
+    B. Efron and R. Tibshirani, "An Introduction to the Bootstrap", Chapman & Hall, 1993 (chapter 13,
+    the percentile interval).
 """
 
 from __future__ import annotations
@@ -146,3 +150,68 @@ def mcnemar_exact_p_value(b: int, c: int) -> float:
     if b + c == 0:
         return 1.0
     return min(1.0, float(2 * stats.binom.cdf(min(b, c), b + c, 0.5)))
+
+
+def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Wilson's score interval of a proportion ``successes / n`` (say, accuracy on ``n`` test rows).
+
+    ``(p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)`` with ``z`` the normal quantile of
+    ``(1 + confidence) / 2``; unlike the normal approximation it stays inside [0, 1] and is not empty at
+    ``p = 0`` or ``1`` (2 rows of 2 right: [0.34, 1]). None for ``n = 0``.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    if n == 0:
+        return None
+    z = float(stats.norm.ppf((1 + confidence) / 2))
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def bootstrap_macro_f1_interval(y_true: Sequence[int], y_pred: Sequence[int], n_labels: int, *,
+                                n_resamples: int = 1000, seed: int = 0,
+                                confidence: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of macro-F1 over ``n_labels`` classes (Efron & Tibshirani 1993).
+
+    ``y_true`` and ``y_pred`` hold class indices (0 .. n_labels - 1; anything else counts for no class).
+    Each of ``n_resamples`` resamples draws the rows with replacement (``numpy.random.default_rng(seed)``,
+    so the same seed gives the same interval); per class F1 is ``2 tp / (n_true + n_predicted)``, 0 when
+    both are 0, as scikit-learn's ``f1_score(labels=..., average="macro", zero_division=0)``. None for no rows.
+    """
+    import numpy as np
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"need one prediction per row, got {len(y_true)} labels and {len(y_pred)} predictions")
+    n = len(y_true)
+    if n == 0 or n_labels < 1 or n_resamples < 1:
+        return None
+    buckets = n_labels + 1  # the last bucket collects indices outside 0 .. n_labels - 1
+    y_true = np.where((y_true >= 0) & (y_true < n_labels), y_true, n_labels)
+    y_pred = np.where((y_pred >= 0) & (y_pred < n_labels), y_pred, n_labels)
+    rng = np.random.default_rng(seed)
+    scores = np.empty(n_resamples)
+    batch = max(1, min(n_resamples, 4_000_000 // n))
+    for start in range(0, n_resamples, batch):
+        size = min(batch, n_resamples - start)
+        rows = rng.integers(0, n, size=(size, n))
+        offsets = (np.arange(size) * buckets)[:, None]
+        t, p = y_true[rows] + offsets, y_pred[rows] + offsets
+
+        def counts(codes):
+            return np.bincount(codes.ravel(), minlength=size * buckets).reshape(size, buckets)[:, :n_labels]
+
+        tp, n_true, n_pred = counts(t[t == p]), counts(t), counts(p)
+        total = n_true + n_pred
+        f1 = np.divide(2 * tp, total, out=np.zeros(total.shape), where=total > 0)
+        scores[start:start + size] = f1.mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(scores, [tail, 100 - tail])
+    return float(low), float(high)

@@ -56,3 +56,16 @@ def cli(artifacts: Path):
         return result
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One small local Ray instance for the whole test run (2 CPUs, no dashboard), always shut down."""
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # read when ray is imported
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

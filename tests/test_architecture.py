@@ -95,10 +95,11 @@ def test_the_import_graph_has_no_cycle():
 LAYERS = [
     ("core", ["mlops.errors", "mlops.io", "mlops.config", "mlops.callbacks", "mlops.model_interface",
               "mlops.provenance", "mlops.dataset", "mlops.splitting", "mlops.plugins", "mlops.pipeline",
-              "mlops.artifacts", "mlops"]),
+              "mlops.artifacts", "mlops.search_space", "mlops"]),
     ("models", ["models"]),
     ("services", ["mlops.experiment_service", "mlops.runner", "mlops.prediction", "mlops.export",
-                  "mlops.reporting", "mlops.report", "mlops.tracking", "mlops.catalog", "data"]),
+                  "mlops.reporting", "mlops.report", "mlops.tracking", "mlops.serving", "mlops.catalog", "data"]),
+    ("orchestration", ["mlops.tuning", "mlops.executors"]),  # cli tune, --executor ray: above the runner
     ("facade", ["mlops.app"]),
     ("cli", ["main"]),
 ]

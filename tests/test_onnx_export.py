@@ -302,3 +302,25 @@ def test_worker_layout_defaults():
     assert OnnxEncoderArguments(workers=1).layout(2) == (1, 2, 64)
     assert OnnxEncoderArguments(num_threads=1, workers=3).layout(8) == (1, 1, 16)  # never more workers than threads
     assert OnnxEncoderArguments(batch_size=5).layout(2) == (2, 1, 5)
+
+
+def test_train_final_model_writes_the_checked_export_by_itself(cli, artifacts, tmp_path):
+    from mlops.artifacts import export_for, runtime_folder
+
+    texts, labels = topic_data(420, seed=3)
+    data = tmp_path / "topics.csv"
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(data, index=False)
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({**encoder_config(build_tiny_bert(tmp_path / "bert")).model_dump(mode="json"),
+                                  "description": "tiny"}))
+    cli("generate-splits", "--experiment-id", "auto", "--input-file", str(data), "--cv-folds", "2")
+    result = cli("train-final-model", "--experiment-id", "auto", "--model-config-name", str(config))
+    model_dir = artifacts / "experiments" / "auto" / "runs" / "tiny" / "final_model"
+    assert "ONNX export" in result.output
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["export"]["directory"] == "onnx" and manifest["export"]["check"]["label_agreement"] >= 0.995
+    # recording the export in the manifest does not make the export look stale
+    assert export_for(model_dir) == model_dir / "onnx"
+    assert runtime_folder(model_dir, "auto", None) == model_dir / "onnx"
+    cli("train-final-model", "--experiment-id", "auto", "--model-config-name", str(config), "--force", "--no-export")
+    assert not (model_dir / "onnx").exists() and "export" not in json.loads((model_dir / "manifest.json").read_text())

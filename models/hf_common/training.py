@@ -39,9 +39,8 @@ def keep_freed_memory_for_reuse() -> bool:
 
     Every CPU training step allocates fresh gradients (MiniLM's word-embedding gradient alone is 47 MB).
     By default glibc maps each such block anew and returns it on free, so every step page-faults it in
-    again: zero-filling that gradient took 10% of a MiniLM training step here, and a fresh 47 MB tensor
-    took 6.5 ms instead of 16.7 ms with this setting. Freed memory then stays with the process instead of
-    going back to the OS. Process-wide and permanent, so it is done only when training on the CPU.
+    again, and zero-filling it is a visible share of a step (docs/benchmarks.md). Freed memory then stays
+    with the process instead of going back to the OS. Process-wide and permanent, so it is done only when training on the CPU.
     """
     import ctypes
     import sys
@@ -77,8 +76,7 @@ class ThreadBudget:
     """Torch intra-op threads: ``requested`` if set, else the physical cores other processes leave free.
 
     On a small machine shared with other busy processes, a torch thread team larger than the free cores
-    is far slower than a smaller one (every parallel region waits for a descheduled thread: 10x slower
-    steps were measured on 2 shared cores). ``apply()`` measures how many cores *other* processes used
+    is far slower than a smaller one (every parallel region waits for a descheduled thread). ``apply()`` measures how many cores *other* processes used
     since the last call (system CPU time minus this process's), sampling for ``sample_seconds`` the
     first time, and sets the thread count to the remaining cores (at least 1). Call it at the start of
     a fit, every few seconds of training and once per prediction call.

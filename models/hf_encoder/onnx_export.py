@@ -1,6 +1,6 @@
 """ONNX Runtime export of a fine-tuned encoder: exact fp32, or int8 checked against the fp32 model.
 
-int8 recipe (measured on MiniLM-L6, 2 CPU cores with AVX512-VNNI): per-channel int8 weights and dynamic
+int8 recipe (chosen by measurement on MiniLM-L6, see docs/benchmarks.md): per-channel int8 weights and dynamic
 per-tensor uint8 activations for every weight matmul of the encoder (ONNX Runtime's MatMulInteger), with
 two guards against the activation outliers that make BERT-style models hard to quantize:
 
@@ -12,9 +12,8 @@ two guards against the activation outliers that make BERT-style models hard to q
   99.5% target) on one half of the check rows; the agreement reported and required is measured on the
   other half.
 
-Attention score matmuls, embeddings, the pooler and the classifier head stay fp32. On MR reviews,
-per-tensor int8 alone flipped 0.5-2% of labels (rows near the decision boundary) whatever the smoothing,
-and 2-6% of rows needed the fp32 re-score to bring that under 0.5%.
+Attention score matmuls, embeddings, the pooler and the classifier head stay fp32. Per-tensor int8 alone
+flips labels of rows near the decision boundary whatever the smoothing, which is why the re-score exists.
 """
 
 from __future__ import annotations
@@ -117,8 +116,8 @@ def smooth_linears(model, encode: Callable[[list[int]], dict], n_rows: int, batc
 
 
 def _with_eager_attention(model):
-    """A copy of ``model`` computing attention with plain ops where it can switch: its graph ran MiniLM
-    int8 2-6% faster than the SDPA export's, which adds masking ops (measured, onnxruntime 1.32)."""
+    """A copy of ``model`` computing attention with plain ops where it can switch: its int8 graph runs
+    faster than the SDPA export's, which adds masking ops (docs/benchmarks.md)."""
     import copy
 
     model = copy.deepcopy(model)
@@ -243,7 +242,7 @@ def export_encoder(
     half = len(reference_proba) // 2
     tune, check = slice(0, half), slice(half, None)
     # Much stricter on the tuning half: label flips are rare, so a margin that only just passes on one half
-    # often fails on the other (measured: 0.02 passed 99.75% on one half of 3,488 rows, gave 99.48% on the other).
+    # often fails on the other.
     tune_target = 1.0 - (1.0 - min_agreement) / 4
     tuning = {m: agreement(reference_proba[tune], cascade(int8_proba[tune], fp32_proba[tune], m))["label_agreement"]
               for m in RESCORE_MARGINS}

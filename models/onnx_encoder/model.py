@@ -3,9 +3,8 @@
 Inference only, and light: it needs ``onnxruntime``, ``tokenizers`` and numpy, not torch or transformers,
 so ``predict-new --text`` starts in about a second. Each call tokenizes its rows once (Rust, no padding),
 sorts them by length and pads per batch, so batches carry little padding. Batches are shared out to
-several sessions with few threads each (data parallel): on 2 cores, two single-thread sessions over
-batches of 16 scored 1.3x the rows/s of one two-thread session over batches of 64 (measured on MiniLM
-int8), and a core taken by another process then slows only its own batch. An int8 export may carry the
+several sessions with few threads each (data parallel), which on small CPUs beats one session with
+many threads (see docs/benchmarks.md), and a core taken by another process then slows only its own batch. An int8 export may carry the
 exact fp32 graph too: rows whose int8 top-two margin is under the export's threshold are re-scored with it.
 A calibrated encoder's temperature (``export.json``, 1 when absent) divides the logits before the softmax.
 """
@@ -35,8 +34,8 @@ EXPORT_FORMAT = 1
 TOKENIZER_FILE = "tokenizer.json"
 
 
-#: Graph fusions left out: the fused SkipLayerNormalization kernel took 10% of MiniLM int8 time on one
-#: thread (measured, onnxruntime 1.32); unfused Add + LayerNormalization scored 11% more rows/s (fp32: same).
+#: Graph fusions left out: the fused SkipLayerNormalization kernel is slower for int8 on one thread than
+#: the unfused Add + LayerNormalization (fp32: the same); the profile is in docs/benchmarks.md.
 DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
 

@@ -1,0 +1,116 @@
+"""What runs inside a Ray task: plain inputs in, plain dicts out.
+
+The model is built inside the task from its config (never pickled across), the data comes once per worker
+process (from the object store, or from the shared input file after its sha256 is checked), torch threads
+are pinned to the task's CPUs, and errors come back as data so the driver fails the command with that fold's
+or trial's message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mlops.config import ModelConfig
+from mlops.dataset import LabelledData
+from mlops.errors import ConfigError, DataError, ExperimentError, MlopsError, ModelError
+from mlops.experiment_service import Experiment, ExperimentService, dataset_at
+from mlops.model_interface import FitContext
+from mlops.pipeline import fit_and_predict
+from mlops.plugins import NamedConfig, resolve
+
+logger = logging.getLogger(__name__)
+
+ERRORS = {cls.__name__: cls for cls in (ConfigError, DataError, ExperimentError, ModelError, MlopsError)}
+#: The data of the last experiment this worker process was handed, by input sha256 (one entry at most).
+_DATA: dict[str, LabelledData] = {}
+
+
+def worker_data(box: dict[str, Any]) -> LabelledData:
+    """The experiment's rows in this worker: fetched or read once per process, then reused by its tasks."""
+    if box["sha256"] not in _DATA:
+        _DATA.clear()
+        if box["kind"] == "object":
+            import ray
+
+            _DATA[box["sha256"]] = LabelledData(frame=ray.get(box["ref"][0]))
+        else:
+            experiment = Experiment(box["experiment_id"], Path(box["directory"]), box["info"], plan=None)
+            _DATA[box["sha256"]] = ExperimentService(Path(box["directory"]).parent).load_data(experiment)
+    return _DATA[box["sha256"]]
+
+
+def thread_pin(named: NamedConfig, cpus: float) -> dict[str, int]:
+    """The training-argument update that fixes torch threads to the task's CPUs, where the config leaves them
+    to the model (whose default counts the machine's idle cores, not the task's share); torch too if loaded."""
+    threads = max(1, int(cpus))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    if "num_threads" in type(named.arguments).model_fields and named.arguments.num_threads is None:
+        return {"num_threads": threads}
+    return {}
+
+
+def _resolved(config: dict[str, Any], spec_name: str, source: str, allow_external: bool) -> NamedConfig:
+    return resolve(ModelConfig.model_validate(config), name=spec_name, source=source, allow_external=allow_external)
+
+
+def error_record(exc: BaseException) -> dict[str, Any]:
+    kind = type(exc).__name__ if isinstance(exc, MlopsError) and type(exc).__name__ in ERRORS else "ModelError"
+    message = str(exc) if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {exc}"
+    return {"error": {"type": kind, "message": message}}
+
+
+def raise_error(record: dict[str, Any]) -> None:
+    """Re-raise a task's error record in the driver as the domain error it was."""
+    raise ERRORS.get(record["error"]["type"], ModelError)(record["error"]["message"])
+
+
+def _node() -> dict[str, Any]:
+    import ray
+
+    context = ray.get_runtime_context()
+    return {"kind": "ray", "node_id": context.get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+
+
+def run_fold_task(spec: dict[str, Any], box: dict[str, Any]) -> dict[str, Any]:
+    """Train and apply one (model, fold): the test probabilities, timings and runtime facts, or an error."""
+    try:
+        named = _resolved(spec["config"], spec["name"], spec["source"], spec["allow_external"])
+        named = dataclasses.replace(named, arguments=named.arguments.model_copy(update=thread_pin(named, spec["cpus"])))
+        data = worker_data(box)
+        train, val, test = (dataset_at(data, spec["rows"][part]) for part in ("train", "val", "test"))
+        with tempfile.TemporaryDirectory(prefix="mlops-fold-") as work:
+            context = FitContext(seed=spec["seed"], work_dir=Path(work), device=spec["device"], show_progress=False)
+            outcome = fit_and_predict(named, train, val, test, spec["labels"], context)
+        return {"proba": outcome.proba, "proba_uncalibrated": outcome.proba_uncalibrated,
+                "timings": dict(outcome.timings), "runtime": {**outcome.model.runtime_info(), "executor": _node()}}
+    except Exception as exc:  # noqa: BLE001 - every failure goes back to the driver as data
+        return error_record(exc)
+
+
+def run_trial_task(spec, values: dict[str, Any], box: dict[str, Any], link: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate one Optuna trial; it reports to the shared study storage, so the pruner sees every trial."""
+    import optuna
+
+    from mlops.tuning.study import make_pruner, make_storage
+    from mlops.tuning.trial import evaluate_trial
+
+    try:
+        pin = thread_pin(_resolved(spec.config, spec.name, spec.source, spec.allow_external), link["cpus"])
+        if pin and "num_threads" not in values:
+            spec = dataclasses.replace(spec, config={**spec.config, "training_arguments": {
+                **spec.config.get("training_arguments", {}), **pin}})
+        study = optuna.load_study(study_name=link["study_name"], storage=make_storage(link["storage"]),
+                                  pruner=make_pruner(link["pruner"]))
+        trial = optuna.trial.Trial(study, link["trial_id"])
+        return evaluate_trial(spec, values, worker_data(box), trial)
+    except optuna.TrialPruned as exc:
+        return {"pruned": True, "message": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - every failure goes back to the driver as data
+        return error_record(exc)
+

@@ -1,0 +1,116 @@
+"""--executor ray: the same folds, metrics and files as the local executor; failures and impossible sizes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def _split(cli, csv: Path, artifacts: Path, folds: int = 3, *columns: str) -> None:
+    cli("generate-splits", "--experiment-id", "x", "--input-file", str(csv), "--cv-folds", str(folds), *columns,
+        artifacts_dir=artifacts)
+
+
+def _folds(artifacts: Path, config: str) -> list[tuple[dict, pd.DataFrame]]:
+    base = artifacts / "experiments" / "x" / "runs" / config / "backtesting"
+    return [(json.loads((d / "metrics.json").read_text()), pd.read_csv(d / "predictions.csv"))
+            for d in sorted(base.glob("fold_*"))]
+
+
+def _assert_same_runs(local: Path, ray: Path, config: str, n_folds: int) -> None:
+    a, b = _folds(local, config), _folds(ray, config)
+    assert len(a) == len(b) == n_folds
+    for (record_a, frame_a), (record_b, frame_b) in zip(a, b, strict=True):
+        assert record_a["metrics"] == record_b["metrics"]
+        assert record_a["identity"] == record_b["identity"]
+        pd.testing.assert_frame_equal(frame_a, frame_b)
+    summary = "experiments/x/runs/{}/backtesting/summary.json".format(config)
+    assert json.loads((local / summary).read_text()) == json.loads((ray / summary).read_text())
+    assert b[0][0]["runtime"]["executor"]["kind"] == "ray"
+
+
+def test_ray_and_local_executors_give_the_same_folds_for_tfidf(cli, small_csv, tmp_path):
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    columns = ("--text-column", "Sentence", "--target-column", "Sentiment")
+    for root in (local, ray):
+        _split(cli, small_csv, root, 3, *columns)
+    models = ("--model-config-name", "tfidf_logreg", "--model-config-name", "tfidf_svm")
+    cli("run-backtesting", "--experiment-id", "x", *models, artifacts_dir=local)
+    cli("run-backtesting", "--experiment-id", "x", *models, "--executor", "ray", artifacts_dir=ray)
+    for config in ("tfidf_logreg", "tfidf_svm"):
+        _assert_same_runs(local, ray, config, 3)
+    again = cli("run-backtesting", "--experiment-id", "x", *models, "--executor", "ray", artifacts_dir=ray)
+    assert again.output.count("Reused completed folds [1, 2, 3]") == 2
+    shared = cli("run-backtesting", "--experiment-id", "x", "--model-config-name", "tfidf_logreg", "--force",
+                 "--executor", "ray", "--ray-shared-data", artifacts_dir=ray)
+    assert "Reused" not in shared.output
+    _assert_same_runs(local, ray, "tfidf_logreg", 3)
+
+
+@pytest.fixture
+def tiny_encoder(tmp_path: Path) -> tuple[Path, Path]:
+    from hf_fixtures import build_tiny_bert, topic_data
+
+    texts, labels = topic_data(120, seed=5)
+    csv = tmp_path / "topics.csv"
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(csv, index=False)
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({
+        "module_path": "models.hf_encoder.model", "class_name": "HFEncoderClassifier",
+        "model_name": str(build_tiny_bert(tmp_path / "bert")), "resources": {"cpus": 1},
+        "training_arguments": {"epochs": 2, "batch_size": 16, "learning_rate": 5e-3, "max_length": 16,
+                               "num_threads": 1, "precision": "fp32", "early_stopping_patience": None}}))
+    return csv, config
+
+
+def test_ray_and_local_executors_give_the_same_folds_for_a_tiny_encoder(cli, tmp_path, tiny_encoder):
+    csv, config = tiny_encoder
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    for root in (local, ray):
+        _split(cli, csv, root, 2)
+    cli("run-backtesting", "--experiment-id", "x", "--model-config-name", str(config), artifacts_dir=local)
+    cli("run-backtesting", "--experiment-id", "x", "--model-config-name", str(config), "--executor", "ray",
+        artifacts_dir=ray)
+    _assert_same_runs(local, ray, "tiny", 2)
+
+
+def test_a_failed_task_fails_the_command_with_that_folds_error(cli, tmp_path, tiny_encoder):
+    csv, config = tiny_encoder
+    broken = tmp_path / "broken.json"
+    raw = json.loads(config.read_text())
+    broken.write_text(json.dumps({**raw, "model_name": str(tmp_path / "no-such-model")}))  # fails inside the task
+    _split(cli, csv, tmp_path / "a", 2)
+    result = cli("run-backtesting", "--experiment-id", "x", "--model-config-name", str(broken), "--executor", "ray",
+                 artifacts_dir=tmp_path / "a", expect=None)
+    assert result.exit_code != 0
+    assert "backtesting fold 1/2 of broken failed" in result.output
+    assert not list((tmp_path / "a" / "experiments/x/runs/broken/backtesting").glob("fold_*"))
+
+
+def test_a_task_no_node_can_run_is_refused_instead_of_waiting(cli, small_csv, tmp_path):
+    config = tmp_path / "huge.json"
+    config.write_text(json.dumps({"module_path": "models.tfidf_linear.model", "class_name": "TfidfLinearClassifier",
+                                  "resources": {"cpus": 64}}))
+    _split(cli, small_csv, tmp_path / "a", 2, "--text-column", "Sentence", "--target-column", "Sentiment")
+    result = cli("run-backtesting", "--experiment-id", "x", "--model-config-name", str(config), "--executor", "ray",
+                 artifacts_dir=tmp_path / "a", expect=2)
+    assert "asks for 64 CPUs" in result.output and '"resources"' in result.output
+
+
+def test_tune_on_ray_runs_the_same_trials_as_locally(cli, small_csv, tmp_path):
+    results = {}
+    for executor in ("local", "ray"):
+        root = tmp_path / executor
+        _split(cli, small_csv, root, 2, "--text-column", "Sentence", "--target-column", "Sentiment")
+        out = cli("tune", "--experiment-id", "x", "--model-config-name", "tfidf_logreg", "--n-trials", "3",
+                  "--format", "json", "--executor", executor, artifacts_dir=root)
+        results[executor] = json.loads(out.stdout)
+    strip = [[{k: t[k] for k in ("number", "state", "value", "params")} for t in r["trials"]] for r in results.values()]
+    assert strip[0] == strip[1]
+    assert results["ray"]["best_params"] == results["local"]["best_params"]
+    assert Path(results["ray"]["best_config_path"]).is_file()

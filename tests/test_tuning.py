@@ -1,0 +1,204 @@
+"""cli tune: search_space validation, an Optuna study that never sees the hold-out, resume, the tuned config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlops.config import ModelConfig
+from mlops.errors import ConfigError
+from mlops.experiment_service import ExperimentService
+from mlops.plugins import resolve
+from mlops.splitting import normalise_text
+from models.tfidf_linear.model import TfidfLinearClassifier
+
+TFIDF_SPACE = {
+    "C": {"type": "loguniform", "low": 0.1, "high": 20.0},
+    "word_ngram_range": {"type": "categorical", "choices": [[1, 1], [1, 2]]},
+    "class_weight": {"type": "categorical", "choices": [None, "balanced"]},
+}
+
+
+def _config(path: Path, space=None, **training_arguments) -> Path:
+    path.write_text(json.dumps({
+        "module_path": "models.tfidf_linear.model", "class_name": "TfidfLinearClassifier",
+        "description": "a small TF-IDF", "training_arguments": {"C": 1.0, "char_ngram_range": None,
+                                                                **training_arguments},
+        "search_space": TFIDF_SPACE if space is None else space}))
+    return path
+
+
+@pytest.fixture
+def experiment(cli, small_csv: Path) -> str:
+    cli("generate-splits", "--experiment-id", "t", "--input-file", str(small_csv), "--text-column", "Sentence",
+        "--target-column", "Sentiment", "--cv-folds", "3")
+    return "t"
+
+
+@pytest.fixture
+def fits(monkeypatch):
+    """Every TfidfLinearClassifier.fit call's training and validation texts."""
+    calls: list[dict] = []
+    real_fit = TfidfLinearClassifier.fit
+
+    def spy(self, train, val=None, **kwargs):
+        calls.append({"train": list(train.texts), "val": list(val.texts) if val is not None else []})
+        return real_fit(self, train, val, **kwargs)
+
+    monkeypatch.setattr(TfidfLinearClassifier, "fit", spy)
+    return calls
+
+
+def _tune(cli, config: Path, *extra: str, expect: int = 0):
+    result = cli("tune", "--experiment-id", "t", "--model-config-name", str(config), "--format", "json", *extra,
+                 expect=expect)
+    return json.loads(result.stdout) if expect == 0 else result
+
+
+# --- the search space is checked when the config is loaded --------------------------------------------------
+
+
+@pytest.mark.parametrize("space, expected", [
+    ({"C": {"type": "loguniform", "low": 0.1, "high": 2}, "nonsense": {"type": "int", "low": 1, "high": 3}},
+     "not training arguments"),
+    ({"min_df": {"type": "int", "low": 0, "high": 3}}, "search_space.min_df: the value 0"),
+    ({"classifier": {"type": "categorical", "choices": ["logistic_regression", "forest"]}},
+     "search_space.classifier: the value 'forest'"),
+    ({"C": {"type": "categorical", "choices": [1.0], "low": 1}}, "search_space.C"),
+    ({"C": {"type": "uniform", "low": 2, "high": 1}}, "low must be below high"),
+])
+def test_a_bad_search_space_is_a_config_error_before_any_training(cli, experiment, tmp_path, fits, space, expected):
+    config = _config(tmp_path / "bad.json", space)
+    result = _tune(cli, config, "--n-trials", "2", expect=2)
+    assert expected in result.output and "bad.json" in result.output
+    assert fits == []
+
+
+def test_the_tfidf_hyperparameter_search_block_still_validates_and_runs():
+    root = Path(__file__).resolve().parent.parent
+    config = ModelConfig.model_validate(json.loads((root / "model_configs/tfidf_logreg_search.json").read_text()))
+    named = resolve(config, name="s", source="s.json")
+    assert named.config.hyperparameter_search is not None and named.config.search_space is None
+    with pytest.raises(ConfigError, match="hyperparameter_search"):
+        resolve(config.model_copy(update={"hyperparameter_search": config.hyperparameter_search.model_copy(
+            update={"param_distributions": {"nope": [1]}})}), name="s", source="s.json")
+
+
+# --- a study ---------------------------------------------------------------------------------------------------
+
+
+def test_tune_writes_the_best_config_that_other_commands_accept_by_name(cli, experiment, tmp_path, artifacts):
+    config = _config(tmp_path / "small.json")
+    result = _tune(cli, config, "--n-trials", "5")
+    assert [t["state"] for t in result["trials"]] == ["COMPLETE"] * 5
+    assert result["trials_run_now"] == 5
+    best = max(result["trials"], key=lambda t: t["value"])
+    assert result["best_value"] == best["value"] and result["best_params"] == best["params"]
+    assert set(result["best_params"]) == set(TFIDF_SPACE)
+    path = Path(result["best_config_path"])
+    assert path == artifacts / "experiments" / "t" / "tuned" / "small_tuned.json"
+    tuned = json.loads(path.read_text())
+    for name, value in result["best_params"].items():
+        assert tuned["training_arguments"][name] == value
+    assert tuned["training_arguments"]["char_ngram_range"] is None  # the rest of the base config is kept
+    assert "search_space" not in tuned and "study 'small'" in tuned["description"]
+    assert (artifacts / "experiments" / "t" / "tuning" / "small.db").is_file()
+
+    listed = json.loads(cli("list-models", "--format", "json").stdout)
+    row = next(r for r in listed if r["name"] == "small_tuned")
+    assert row["experiment"] == "t" and "study 'small'" in row["description"]
+
+    cli("run-backtesting", "--experiment-id", "t", "--model-config-name", "small_tuned")
+    cli("estimate-performance", "--experiment-id", "t", "--model-config-name", str(path))
+    run = json.loads((artifacts / "experiments/t/runs/small_tuned/backtesting/run.json").read_text())
+    assert run["config"]["training_arguments"] == tuned["training_arguments"]
+    table = cli("tune", "--experiment-id", "t", "--model-config-name", str(config), "--n-trials", "5").output
+    assert "Ran 0 trial(s) now" in table and "small_tuned" in table
+
+
+def test_trials_never_see_the_holdout(cli, experiment, tmp_path, artifacts, fits):
+    service = ExperimentService(artifacts)
+    loaded = service.load_experiment("t")
+    data = service.load_data(loaded)
+    holdout = {normalise_text(t) for t in data.frame.loc[loaded.plan.holdout_test, "text"]}
+    _tune(cli, _config(tmp_path / "a.json"), "--n-trials", "2")
+    _tune(cli, _config(tmp_path / "b.json"), "--n-trials", "2", "--inner-folds", "3")
+    assert len(fits) == 2 + 2 * 3
+    for call in fits:
+        seen = {normalise_text(t) for t in call["train"] + call["val"]}
+        assert seen and not seen & holdout
+    from mlops.tuning.trial import trial_splits
+
+    for inner in (None, 3):
+        splits = trial_splits(loaded, data, inner)
+        for train, val in splits:
+            assert not set(train) & set(val)
+            assert not (set(train) | set(val)) & set(loaded.plan.holdout_test)
+            assert set(train) | set(val) <= set(loaded.plan.performance_estimation.train) | set(
+                loaded.plan.performance_estimation.val)
+        if inner:
+            assert sorted(np.concatenate([val for _, val in splits])) == sorted(loaded.plan.performance_estimation.train)
+
+
+def test_a_resumed_study_runs_only_the_missing_trials(cli, experiment, tmp_path, fits):
+    config = _config(tmp_path / "r.json")
+    first = _tune(cli, config, "--n-trials", "3")
+    assert first["trials_run_now"] == 3 and len(fits) == 3
+    again = _tune(cli, config, "--n-trials", "5")
+    assert again["trials_run_now"] == 2 and len(fits) == 5, "the 3 finished trials are not rerun"
+    assert [t["number"] for t in again["trials"]] == [0, 1, 2, 3, 4]
+    assert again["trials"][:3] == first["trials"]
+    params = [json.dumps(t["params"], sort_keys=True) for t in again["trials"]]
+    assert len(set(params)) == 5, "a resumed sampler does not redraw the first run's start-up points"
+
+
+def test_a_study_made_for_another_search_space_is_refused(cli, experiment, tmp_path):
+    config = _config(tmp_path / "s.json")
+    _tune(cli, config, "--n-trials", "1")
+    _config(config, {"C": {"type": "loguniform", "low": 0.5, "high": 2.0}})
+    refused = _tune(cli, config, "--n-trials", "2", expect=3)
+    assert "config_sha256" in refused.output and "--study-name" in refused.output
+    other = _tune(cli, config, "--n-trials", "1", "--study-name", "s2")
+    assert other["study_name"] == "s2" and other["trials_run_now"] == 1
+
+
+def test_a_config_without_search_space_says_how_to_add_one(cli, experiment, tmp_path):
+    path = tmp_path / "plain.json"
+    path.write_text(json.dumps({"module_path": "models.tfidf_linear.model", "class_name": "TfidfLinearClassifier"}))
+    assert "has no search_space" in _tune(cli, path, expect=2).output
+
+
+# --- encoders report every epoch to the pruner ------------------------------------------------------------------
+
+
+def test_an_encoder_trial_is_pruned_from_its_epoch_callback(tmp_path, monkeypatch):
+    import optuna
+    from hf_fixtures import build_tiny_bert, topic_data
+
+    from mlops.dataset import LabelledData
+    from mlops.tuning.trial import TrialSpec, evaluate_trial
+
+    class PruneAfterTwoEpochs(optuna.pruners.BasePruner):
+        def prune(self, study, trial) -> bool:
+            return trial.last_step is not None and trial.last_step >= 2
+
+    import pandas as pd
+
+    texts, labels = topic_data(90, seed=3)
+    data = LabelledData(frame=pd.DataFrame({"text": texts, "label": labels}), labels=sorted(set(labels)))
+    config = ModelConfig(module_path="models.hf_encoder.model", class_name="HFEncoderClassifier",
+                         model_name=str(build_tiny_bert(tmp_path / "bert")),
+                         training_arguments={"epochs": 5, "batch_size": 16, "max_length": 16, "num_threads": 1,
+                                             "precision": "fp32", "early_stopping_patience": None},
+                         search_space={"learning_rate": {"type": "loguniform", "low": 1e-3, "high": 1e-2}})
+    spec = TrialSpec(config=config.model_dump(mode="json"), name="tiny", source="tiny.json", allow_external=False,
+                     seed=0, device="cpu", labels=sorted(set(labels)),
+                     splits=[(np.arange(60), np.arange(60, 90))])
+    study = optuna.create_study(direction="maximize", pruner=PruneAfterTwoEpochs())
+    study.optimize(lambda trial: evaluate_trial(spec, {"learning_rate": 5e-3}, data, trial)["value"], n_trials=1)
+    trial = study.trials[0]
+    assert trial.state is optuna.trial.TrialState.PRUNED
+    assert sorted(trial.intermediate_values) == [1, 2], "reported after epochs 1 and 2, stopped before epoch 3"
