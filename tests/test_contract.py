@@ -136,10 +136,15 @@ def test_predict_proba_is_one_row_per_text_and_one_column_per_label(family, fitt
 
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f.learns], ids=lambda f: f.name)
 def test_columns_follow_labels(family, fitted):
-    """Scored by the given label order, a model that learns the topics is right far above chance (1/3)."""
+    """Read in the given label order, the columns agree with the truth better than in any other order,
+    and clearly above chance (1/3): a model that learned the topics but mixed up its columns would not."""
+    from itertools import permutations
+
     model, _ = fitted[family.name]
-    predicted = np.asarray(LABELS)[model.predict_proba(TRAIN).argmax(axis=1)]
-    assert (predicted == np.asarray(TRAIN.labels)).mean() >= 0.8
+    best = model.predict_proba(TRAIN).argmax(axis=1)
+    truth = np.asarray(TRAIN.labels)
+    accuracy = {order: float((np.asarray(order)[best] == truth).mean()) for order in permutations(LABELS)}
+    assert accuracy[tuple(LABELS)] == max(accuracy.values()) and accuracy[tuple(LABELS)] >= 0.5, accuracy
 
 
 @pytest.mark.parametrize("family", TRAINABLE, ids=lambda f: f.name)

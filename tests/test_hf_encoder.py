@@ -112,7 +112,7 @@ def test_sentence_pairs_are_encoded_together(tiny_bert, tmp_path):
     second, labels = topic_data(260, seed=4)
     train = TextDataset(first[:200], labels[:200], text_pairs=second[:200])
     test = TextDataset(first[200:], labels[200:], text_pairs=second[200:])
-    model = fit(make_config(tiny_bert, epochs=10), train)
+    model = fit(make_config(tiny_bert, epochs=15), train)
     proba = model.predict_proba(test)
     assert accuracy(proba, LABELS, test.labels) >= 0.85
     with pytest.raises(ModelError, match="sentence pairs"):
