@@ -249,6 +249,9 @@ def generate_splits(
     normalize_labels: Annotated[bool, typer.Option(
         "--normalize-labels", help="Merge labels that differ only by case or spacing ('Positive' / 'positive') into "
                                    "their most frequent spelling, instead of refusing them.")] = False,
+    max_text_chars: Annotated[int, typer.Option(
+        "--max-text-chars", min=0, help="Cut longer texts to this many characters (logged with a count); 0: no "
+                                        "limit.")] = 20_000,
     force: Force = False,
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
 ) -> None:
@@ -264,7 +267,7 @@ def generate_splits(
     columns = Columns(text=text_column, target=target_column, text_pair=text_pair_column, group=group_column)
     experiment = _application(artifacts_dir).generate_splits(
         experiment_id, input_file, columns, params, encoding=encoding, strict=strict, force=force,
-        normalize_labels=normalize_labels,
+        normalize_labels=normalize_labels, max_text_chars=max_text_chars or None,
     )
     info = experiment.info
     sizes = info["split_sizes"]
@@ -429,6 +432,9 @@ def predict_new(
     text_column: Annotated[str, typer.Option("--text-column")] = "text",
     text_pair_column: Annotated[Optional[str], typer.Option("--text-pair-column")] = None,
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", min=1, help="Rows read and predicted at a time.")] = 4096,
+    max_text_chars: Annotated[int, typer.Option(
+        "--max-text-chars", min=0, help="The model sees each text cut to this many characters (counted in the "
+                                        "log); 0: no limit. The output keeps the texts whole.")] = 20_000,
     encoding: Encoding = "utf-8",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
     runtime: Annotated[RuntimeOption, typer.Option(
@@ -456,6 +462,7 @@ def predict_new(
         summary = application.predict_new(
             model_path, input_file, output_file, text_column=text_column, text_pair_column=text_pair_column,
             encoding=encoding, force=force, chunk_rows=chunk_rows, runtime=runtime.value,
+            max_text_chars=max_text_chars or None,
             on_start=lambda total: progress.update(task, total=total),
             on_progress=lambda n: progress.advance(task, n),
         )

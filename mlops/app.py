@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.artifacts import LoadedModel, Runtime, load_model
+from mlops.dataset import DEFAULT_MAX_TEXT_CHARS
 from mlops.catalog import DEFAULT_CONFIG_DIR, ModelCatalog
 from mlops.errors import ConfigError, DataError, ExperimentError
 from mlops.experiment_service import METRICS_FILE, Columns, Experiment, ExperimentService, RunType
@@ -83,9 +84,10 @@ class Application:
     @_writes("generate-splits")
     def generate_splits(self, experiment_id: str, input_file: Path, columns: Columns, params: SplitParameters, *,
                         encoding: str = "utf-8", strict: bool = False, force: bool = False,
-                        normalize_labels: bool = False) -> Experiment:
+                        normalize_labels: bool = False, max_text_chars: int | None = DEFAULT_MAX_TEXT_CHARS) -> Experiment:
         return self.service.create_experiment(experiment_id, input_file, columns, params, encoding=encoding,
-                                              strict=strict, force=force, normalize_labels=normalize_labels)
+                                              strict=strict, force=force, normalize_labels=normalize_labels,
+                                              max_text_chars=max_text_chars)
 
     @_writes("run-backtesting")
     def run_backtesting(self, experiment_id: str, model_config_name: str, *, force: bool = False) -> RunResult:
@@ -120,7 +122,7 @@ class Application:
     def predict_new(self, model_path: Path, input_file: Path, output_file: Path | None, *, text_column: str = "text",
                     text_pair_column: str | None = None, encoding: str = "utf-8", force: bool = False,
                     chunk_rows: int = DEFAULT_CHUNK_ROWS, runtime: Runtime = "auto", on_start=None,
-                    on_progress=None) -> PredictionSummary:
+                    on_progress=None, max_text_chars: int | None = DEFAULT_MAX_TEXT_CHARS) -> PredictionSummary:
         output_file = output_file or self.default_prediction_path(input_file)
         if not Path(input_file).is_file():  # cheap checks before the (possibly slow) model load
             raise DataError(f"input file {input_file} does not exist; check --input-file.")
@@ -132,7 +134,7 @@ class Application:
             on_start(estimate_data_rows(Path(input_file)) if Path(input_file).is_file() else None)
         return predict_file(loaded, input_file, output_file, text_column=text_column,
                             text_pair_column=text_pair_column, encoding=encoding, chunk_rows=chunk_rows,
-                            force=force, on_progress=on_progress)
+                            force=force, on_progress=on_progress, max_text_chars=max_text_chars)
 
     def default_prediction_path(self, input_file: Path) -> Path:
         return self.service.artifacts_dir / "predictions" / f"{Path(input_file).stem}_predictions.csv"

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mlops.dataset import LabelledData, load_labelled_data
+from mlops.dataset import DEFAULT_MAX_TEXT_CHARS, LabelledData, load_labelled_data
 from mlops.errors import ExperimentError
 from mlops.io import (check_plain_name, check_writable_directory, file_lock, file_sha256, read_json,
                       staged_directory, write_json)
@@ -129,6 +129,7 @@ class ExperimentService:
         strict: bool = False,
         force: bool = False,
         normalize_labels: bool = False,
+        max_text_chars: int | None = DEFAULT_MAX_TEXT_CHARS,
     ) -> Experiment:
         directory = self.experiment_dir(experiment_id)
         self.experiment_ids()  # a file named experiments, an unreadable folder: say so before reading any data
@@ -143,7 +144,7 @@ class ExperimentService:
         data = load_labelled_data(
             input_file, text_column=columns.text, target_column=columns.target,
             text_pair_column=columns.text_pair, group_column=columns.group, encoding=encoding, strict=strict,
-            normalize_labels=normalize_labels,
+            normalize_labels=normalize_labels, max_text_chars=max_text_chars,
         )
         frame = data.frame
         groups = leakage_groups(
@@ -166,6 +167,7 @@ class ExperimentService:
             "strict": strict,
             "normalize_labels": normalize_labels,
             "merged_labels": data.merged_labels,
+            "max_text_chars": max_text_chars or None,
             "columns": columns.__dict__,
             "labels": data.labels,
             "class_counts": frame["label"].value_counts().sort_index().to_dict(),
@@ -226,6 +228,7 @@ class ExperimentService:
             path, text_column=columns.text, target_column=columns.target, text_pair_column=columns.text_pair,
             group_column=columns.group, encoding=info["encoding"], strict=info.get("strict", False),
             normalize_labels=info.get("normalize_labels", False),
+            max_text_chars=info.get("max_text_chars"),  # absent in older experiments: they kept every character
         )
         if len(data.frame) != info["rows_used"]:
             raise ExperimentError(f"{path} now yields {len(data.frame)} usable rows, not {info['rows_used']}.")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlops.artifacts import LoadedModel
-from mlops.dataset import check_text_columns, iter_table_chunks, require_columns, table_columns
+from mlops.dataset import DEFAULT_MAX_TEXT_CHARS, clip_texts, check_text_columns, iter_table_chunks, require_columns, table_columns
 from mlops.errors import DataError, ExperimentError
 from mlops.io import ensure_directory, file_problem, remove_stale_scratch, scratch_name
 from mlops.model_interface import TextDataset
@@ -63,12 +63,14 @@ class PredictionSummary:
     empty_texts: int
 
 
-def label_chunk(loaded: LoadedModel, chunk: pd.DataFrame, text_column: str,
-                text_pair_column: str | None) -> tuple[pd.DataFrame, int]:
+def label_chunk(loaded: LoadedModel, chunk: pd.DataFrame, text_column: str, text_pair_column: str | None,
+                max_text_chars: int | None = DEFAULT_MAX_TEXT_CHARS) -> tuple[pd.DataFrame, int]:
     """``chunk`` with ``predicted_label`` and one ``proba_<label>`` column per class added, and how many
-    of its texts were empty. predict-new and the server's CSV endpoint both write exactly this."""
-    texts = chunk[text_column].fillna("").astype(str)
-    pairs = chunk[text_pair_column].fillna("").astype(str).tolist() if text_pair_column else None
+    of its texts were empty. predict-new and the server's CSV endpoint both write exactly this; the model
+    sees each text cut to ``max_text_chars`` (the output keeps the input's columns as they were)."""
+    texts = clip_texts(chunk[text_column].fillna("").astype(str), max_text_chars, "input texts")
+    pairs = (clip_texts(chunk[text_pair_column].fillna("").astype(str), max_text_chars, "second texts").tolist()
+             if text_pair_column else None)
     proba = loaded.predict_proba(TextDataset(texts=texts.tolist(), text_pairs=pairs))
     labels = loaded.labels
     chunk = chunk.copy()
@@ -89,6 +91,7 @@ def predict_file(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     force: bool = False,
     on_progress: Callable[[int], None] | None = None,
+    max_text_chars: int | None = DEFAULT_MAX_TEXT_CHARS,
 ) -> PredictionSummary:
     """Stream ``input_file`` through the model; the output appears only once it is complete."""
     input_file, output_file = Path(input_file), Path(output_file)
@@ -109,7 +112,7 @@ def predict_file(
     try:
         with partial.open("w", encoding="utf-8", newline="") as handle:
             for chunk in iter_table_chunks(input_file, chunk_rows, encoding):
-                chunk, n_empty = label_chunk(loaded, chunk, text_column, text_pair_column)
+                chunk, n_empty = label_chunk(loaded, chunk, text_column, text_pair_column, max_text_chars)
                 empty += n_empty
                 chunk.to_csv(handle, header=rows == 0, index=False)
                 for label, n in zip(*np.unique(chunk[PREDICTED_COLUMN], return_counts=True), strict=True):

@@ -552,3 +552,30 @@ def test_only_rank_0_of_a_distributed_launch_takes_the_lock(cli, small_csv, arti
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_huge_text_cell_is_cut_with_a_count(cli, tmp_path, artifacts):
+    """One 2 MB text among normal ones: generate-splits and predict-new cut it to --max-text-chars, and say so."""
+    import json
+
+    import pandas as pd
+
+    rows = [{"text": f"a fine film number {i}" if i % 2 else f"a dull film number {i}", "label": "pos" if i % 2
+             else "neg"} for i in range(60)]
+    rows[3]["text"] = "long " * 400_000
+    data = tmp_path / "huge.csv"
+    pd.DataFrame(rows).to_csv(data, index=False)
+    result = cli("generate-splits", "--experiment-id", "huge", "--input-file", str(data), "--cv-folds", "2",
+                 "--max-text-chars", "1000")
+    assert "1 texts of huge.csv longer than 1000 characters were cut" in " ".join(result.output.split())
+    info = json.loads((artifacts / "experiments" / "huge" / "experiment.json").read_text())
+    assert info["max_text_chars"] == 1000
+    cli("run-backtesting", "--experiment-id", "huge", "--model-config-name", "tfidf_logreg")  # loads the same way
+    cli("train-final-model", "--experiment-id", "huge", "--model-config-name", "tfidf_logreg")
+    out = tmp_path / "preds.csv"
+    result = cli("predict-new", "--model-path", str(artifacts / "experiments" / "huge" / "runs" / "tfidf_logreg" /
+                                                   "final_model"), "--input-file", str(data), "--output-file",
+                 str(out), "--max-text-chars", "500")
+    assert "1 input texts longer than 500 characters were cut" in " ".join(result.output.split())
+    written = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert len(written) == 60 and len(written["text"][3]) == len(rows[3]["text"])  # the output keeps it whole
