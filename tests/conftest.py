@@ -69,3 +69,26 @@ def ray_local():
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A tiny randomly initialised BERT and its tokenizer (tests/hf_fixtures.py), built once per run."""
+    from hf_fixtures import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert") / "model")
+
+
+@pytest.fixture(scope="session")
+def topics():
+    """320 topic sentences split 200 / 60 / 60 into train, val and test."""
+    from hf_fixtures import topic_data
+
+    from mlops.model_interface import TextDataset
+
+    texts, labels = topic_data(320, seed=1)
+    return {
+        "train": TextDataset(texts[:200], labels[:200]),
+        "val": TextDataset(texts[200:260], labels[200:260]),
+        "test": TextDataset(texts[260:], labels[260:]),
+    }

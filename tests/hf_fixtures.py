@@ -97,3 +97,25 @@ def packaged_tiny_bert() -> Path:
     if _LAST_BUILT is None:
         raise RuntimeError("build_tiny_bert has not run")
     return _LAST_BUILT
+
+
+def write_topic_csv(path: Path, n: int, seed: int) -> Path:
+    """``n`` topic sentences with their labels as a ``text,label`` CSV."""
+    import pandas as pd
+
+    texts, labels = topic_data(n, seed=seed)
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(path, index=False)
+    return path
+
+
+def write_tiny_encoder_config(path: Path, base_dir: Path, **extra) -> Path:
+    """A model config JSON for a tiny BERT built in ``base_dir`` (1 thread, fp32, quick); ``extra`` may hold
+    top-level keys (``resources``) and ``training_arguments`` overrides."""
+    import json
+
+    arguments = {"epochs": 3, "batch_size": 16, "learning_rate": 5e-3, "warmup_ratio": 0.0, "max_length": 16,
+                 "num_threads": 1, "precision": "fp32", **extra.pop("training_arguments", {})}
+    path.write_text(json.dumps({"module_path": "models.hf_encoder.model", "class_name": "HFEncoderClassifier",
+                                "model_name": str(build_tiny_bert(base_dir)), "training_arguments": arguments,
+                                **extra}))
+    return path

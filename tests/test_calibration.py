@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hf_fixtures import build_tiny_bert, topic_data
 
 from mlops.config import ModelConfig
 from mlops.errors import ModelError
@@ -65,21 +64,6 @@ def test_without_validation_rows_the_temperature_stays_one(caplog):
 
 
 # --- the encoder -------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert") / "model")
-
-
-@pytest.fixture(scope="module")
-def topics():
-    texts, labels = topic_data(320, seed=1)
-    return {
-        "train": TextDataset(texts[:200], labels[:200]),
-        "val": TextDataset(texts[200:260], labels[200:260]),
-        "test": TextDataset(texts[260:], labels[260:]),
-    }
 
 
 def encoder_config(model_dir: Path, **training_arguments) -> ModelConfig:

@@ -54,17 +54,11 @@ def test_ray_and_local_executors_give_the_same_folds_for_tfidf(cli, small_csv, t
 
 @pytest.fixture
 def tiny_encoder(tmp_path: Path) -> tuple[Path, Path]:
-    from hf_fixtures import build_tiny_bert, topic_data
+    from hf_fixtures import write_tiny_encoder_config, write_topic_csv
 
-    texts, labels = topic_data(120, seed=5)
-    csv = tmp_path / "topics.csv"
-    pd.DataFrame({"text": texts, "label": labels}).to_csv(csv, index=False)
-    config = tmp_path / "tiny.json"
-    config.write_text(json.dumps({
-        "module_path": "models.hf_encoder.model", "class_name": "HFEncoderClassifier",
-        "model_name": str(build_tiny_bert(tmp_path / "bert")), "resources": {"cpus": 1},
-        "training_arguments": {"epochs": 2, "batch_size": 16, "learning_rate": 5e-3, "max_length": 16,
-                               "num_threads": 1, "precision": "fp32", "early_stopping_patience": None}}))
+    csv = write_topic_csv(tmp_path / "topics.csv", 120, seed=5)
+    config = write_tiny_encoder_config(tmp_path / "tiny.json", tmp_path / "bert", resources={"cpus": 1},
+                                       training_arguments={"epochs": 2, "early_stopping_patience": None})
     return csv, config
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hf_fixtures import build_tiny_bert, topic_data
+from hf_fixtures import topic_data
 
 from mlops.config import ModelConfig, load_model_config_file
 from mlops.plugins import resolve_model_class, validate_training_arguments
@@ -17,21 +17,6 @@ from mlops.model_interface import FitContext, TextDataset
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LABELS = ["tech", "food", "sports"]  # deliberately not sorted: columns must follow this order
-
-
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory) -> Path:
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert") / "model")
-
-
-@pytest.fixture(scope="session")
-def topics():
-    texts, labels = topic_data(320, seed=1)
-    return {
-        "train": TextDataset(texts[:200], labels[:200]),
-        "val": TextDataset(texts[200:260], labels[200:260]),
-        "test": TextDataset(texts[260:], labels[260:]),
-    }
 
 
 def make_config(model_dir: Path | str, **training_arguments) -> ModelConfig:

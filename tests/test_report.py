@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-from hf_fixtures import build_tiny_bert, topic_data
+from hf_fixtures import write_tiny_encoder_config, write_topic_csv
 
 
 class _Page(HTMLParser):
@@ -123,15 +121,8 @@ def test_report_of_an_experiment_without_runs_is_a_clear_error(cli, small_csv):
 
 
 def test_tiny_encoder_report_has_learning_curves_and_calibration(cli, artifacts, tmp_path):
-    texts, labels = topic_data(150, seed=4)
-    data = tmp_path / "topics.csv"
-    pd.DataFrame({"text": texts, "label": labels}).to_csv(data, index=False)
-    config = tmp_path / "tiny_encoder.json"
-    config.write_text(json.dumps({
-        "module_path": "models.hf_encoder.model", "class_name": "HFEncoderClassifier",
-        "model_name": str(build_tiny_bert(tmp_path / "bert")),
-        "training_arguments": {"epochs": 3, "batch_size": 16, "learning_rate": 5e-3, "warmup_ratio": 0.0,
-                               "max_length": 16, "num_threads": 1, "precision": "fp32"}}))
+    data = write_topic_csv(tmp_path / "topics.csv", 150, seed=4)
+    config = write_tiny_encoder_config(tmp_path / "tiny_encoder.json", tmp_path / "bert")
     cli("generate-splits", "--experiment-id", "enc", "--input-file", str(data), "--cv-folds", "2")
     cli("run-backtesting", "--experiment-id", "enc", "--model-config-name", str(config))
     cli("run-backtesting", "--experiment-id", "enc", "--model-config-name", "tfidf_logreg")

@@ -6,9 +6,8 @@ import json
 import socket
 from pathlib import Path
 
-import pandas as pd
 import pytest
-from hf_fixtures import build_tiny_bert, topic_data
+from hf_fixtures import write_tiny_encoder_config, write_topic_csv
 
 
 @pytest.fixture
@@ -58,16 +57,9 @@ def test_backtesting_logs_a_parent_run_and_one_nested_run_per_fold(cli, small_cs
 
 
 def test_encoder_epochs_reach_mlflow_and_tensorboard(cli, artifacts, tmp_path, no_tracking_env):
-    texts, labels = topic_data(120, seed=2)
-    data = tmp_path / "topics.csv"
-    pd.DataFrame({"text": texts, "label": labels}).to_csv(data, index=False)
-    config = tmp_path / "tiny.json"
-    config.write_text(json.dumps({
-        "module_path": "models.hf_encoder.model", "class_name": "HFEncoderClassifier",
-        "model_name": str(build_tiny_bert(tmp_path / "bert")),
-        "training_arguments": {"epochs": 3, "batch_size": 16, "learning_rate": 5e-3, "warmup_ratio": 0.0,
-                               "max_length": 16, "num_threads": 1, "precision": "fp32",
-                               "early_stopping_patience": None}}))
+    data = write_topic_csv(tmp_path / "topics.csv", 120, seed=2)
+    config = write_tiny_encoder_config(tmp_path / "tiny.json", tmp_path / "bert",
+                                       training_arguments={"early_stopping_patience": None})
     cli("generate-splits", "--experiment-id", "enc", "--input-file", str(data), "--cv-folds", "2")
     cli("run-backtesting", "--experiment-id", "enc", "--model-config-name", str(config), "--track", "mlflow",
         "--track", "tensorboard")
