@@ -18,6 +18,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from mlops.runtime import configure_openmp
+
+configure_openmp()  # before any command imports torch: OpenMP reads it once, at load
+
 if TYPE_CHECKING:
     from mlops.app import Application
 

@@ -67,6 +67,11 @@ class Experiment:
     def seed(self) -> int:
         return int(self.info["split_parameters"]["seed"])
 
+    def made_on_current_splits(self, record: dict[str, Any]) -> bool:
+        """Whether a fold record (metrics.json) was produced on this experiment's data and split parameters."""
+        identity = record.get("identity") or {}
+        return all(identity.get(key) == self.info.get(key) for key in ("input_sha256", "split_parameters"))
+
 
 class ExperimentService:
     """Knows the artifacts layout and turns an experiment's splits into datasets."""

@@ -86,6 +86,13 @@ class ModelInterface(ABC):
         """What is wrong with ``search`` for this class (None: it can be run); checked when the config loads."""
         return f"{cls.__name__} does not support hyperparameter_search; remove that block."
 
+    @classmethod
+    def arithmetic(cls, arguments: TrainingArguments, device: str | None) -> dict[str, Any]:
+        """The settings outside the config that change this class's numbers for the same seed (device, thread
+        count, precision). The runner puts them in each fold's identity, so a resume never mixes folds
+        computed differently. Default: none."""
+        return {}
+
     @abstractmethod
     def fit(
         self,

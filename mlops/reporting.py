@@ -3,6 +3,7 @@ statistics against a baseline."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,13 @@ COMPARISON_METRICS = ("macro_f1", "accuracy")
 SPLIT_FINGERPRINT = ("input_sha256", "split_parameters")
 FOLD_STATISTICS = ("diff_mean", "diff_ci_low", "diff_ci_high", "p_value", "prob_better", "prob_rope", "prob_worse")
 ROW_STATISTICS = ("n_discordant_model_right", "n_discordant_baseline_right", "mcnemar_p_value")
+
+logger = logging.getLogger(__name__)
+
+
+def stale_fold_count(experiment: Experiment, fold_paths: list[Path]) -> int:
+    """How many of these metrics.json files were made on other data or split parameters than the experiment's."""
+    return sum(not experiment.made_on_current_splits(read_json(path)) for path in fold_paths if path.is_file())
 
 
 def _final_model_dir(runs_dir: Path) -> Path | None:
@@ -64,14 +72,19 @@ def _experiment_rows(service: ExperimentService, experiment_id: str) -> list[dic
         runs_dir = service.experiment_dir(experiment_id) / "runs" / name
         stages, backtest, holdout = [], None, None
         summary = runs_dir / RunType.backtesting.value / SUMMARY_FILE
-        if summary.is_file():
+        folds = sorted((runs_dir / RunType.backtesting.value).glob(f"fold_*/{METRICS_FILE}"))
+        if folds and stale_fold_count(experiment, folds):  # not this experiment's splits: no score to show
+            stages.append(f"backtesting(stale: {stale_fold_count(experiment, folds)} folds on other splits)")
+        elif summary.is_file():
             data = read_json(summary)
             stages.append(f"backtesting({data['n_folds']} folds)")
             backtest = data["macro_f1"]["mean"]
-        elif folds := list((runs_dir / RunType.backtesting.value).glob(f"fold_*/{METRICS_FILE}")):
+        elif folds:
             stages.append(f"backtesting(incomplete: {len(folds)} folds)")
         estimate = runs_dir / RunType.performance_estimation.value / METRICS_FILE
-        if estimate.is_file():
+        if estimate.is_file() and stale_fold_count(experiment, [estimate]):
+            stages.append("estimate(stale: other splits)")
+        elif estimate.is_file():
             stages.append("estimate")
             holdout = read_json(estimate)["metrics"]["macro_f1"]
         final_dir = _final_model_dir(runs_dir)
@@ -102,7 +115,7 @@ def compare_models(service: ExperimentService, experiment_id: str, run_type: Run
     if not rope >= 0:
         raise ExperimentError(f"--rope must be >= 0, got {rope}.")
     experiment = service.load_experiment(experiment_id)  # clear error for an unknown experiment
-    rows = _ranked_rows(service, experiment_id, run_type, metric)
+    rows = _ranked_rows(service, experiment, run_type, metric)
     names = [row["model"] for row in rows]
     baseline = baseline or names[0]
     if baseline not in names:
@@ -126,12 +139,20 @@ def _single_split_intervals(record: dict[str, Any]) -> dict[str, Any]:
             "macro_f1_ci": metrics.get("macro_f1_ci")}
 
 
-def _ranked_rows(service: ExperimentService, experiment_id: str, run_type: RunType,
+def _ranked_rows(service: ExperimentService, experiment: Experiment, run_type: RunType,
                  metric: str) -> list[dict[str, Any]]:
+    experiment_id = experiment.experiment_id
     rows = []
     for name in _config_names(service, experiment_id):
         summary_path = service.run_dir(experiment_id, name, run_type) / SUMMARY_FILE
         if not summary_path.is_file():
+            continue
+        fold_paths = [d / METRICS_FILE for d in _fold_dirs(service, experiment_id, name, run_type,
+                                                           read_json(summary_path)["n_folds"])]
+        if stale := stale_fold_count(experiment, fold_paths):
+            logger.warning("%s: left out, %d of its %s folds were made on other data or splits than the experiment's "
+                           "current ones; rerun `cli %s --experiment-id %s --model-config-name %s --force`", name,
+                           stale, run_type.value, _command(run_type), experiment_id, name)
             continue
         summary = read_json(summary_path)
         rows.append({

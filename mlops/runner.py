@@ -114,7 +114,14 @@ class ExperimentRunner:
             "run_type": run_type.value,
             "fold": fold,
             "seed": experiment.seed,
+            "arithmetic": self._arithmetic(named),
         }
+
+    def _arithmetic(self, named: NamedConfig) -> dict[str, Any]:
+        """Device, threads, precision: what changes the numbers besides the config (``ModelInterface.arithmetic``),
+        for the arguments the fold trains with (under Ray, threads pinned to the task's CPUs)."""
+        arguments = named.arguments if self.remote is None else self.remote.arguments(named)
+        return named.model_class.arithmetic(arguments, self.device)
 
     def _context(self, seed: int, work_dir: Path, extra: list[TrainingCallback] | None = None) -> FitContext:
         return FitContext(seed=seed, work_dir=work_dir, device=self.device, show_progress=self.show_progress,
@@ -198,9 +205,8 @@ class ExperimentRunner:
         if self.writes:  # what a killed run left (scratch of dead processes) goes before anything new is written
             remove_stale_scratch(run_dir)
         self.service.verify_input(experiment)  # even when every fold is reused
-        if force and self.writes:  # a forced run that fails must not leave the old summary standing
-            for stale in (SUMMARY_FILE, RUN_FILE):
-                (run_dir / stale).unlink(missing_ok=True)
+        if force and self.writes:  # nothing of the old run may stand, nor come back if this one is interrupted
+            self._discard_results(run_dir, run_type)
         data, load_s = None, 0.0
         fold_metrics: list[dict[str, Any]] = []
         resumed: list[int] = []
@@ -236,6 +242,18 @@ class ExperimentRunner:
             write_json(run_dir / RUN_FILE, self._run_record(experiment, named, run_type, resumed, timings))
             write_json(run_dir / SUMMARY_FILE, summary)
         return RunResult(experiment.experiment_id, named.name, run_type, run_dir, fold_metrics, summary, resumed, timings)
+
+    @staticmethod
+    def _discard_results(run_dir: Path, run_type: RunType) -> None:
+        """--force: remove the old summary and every old fold's results before the first new fold trains."""
+        for stale in (SUMMARY_FILE, RUN_FILE):
+            (run_dir / stale).unlink(missing_ok=True)
+        if run_type is RunType.backtesting:
+            for fold_dir in run_dir.glob("fold_*"):
+                shutil.rmtree(fold_dir)
+        else:
+            for stale in (METRICS_FILE, PREDICTIONS_FILE):
+                (run_dir / stale).unlink(missing_ok=True)
 
     @staticmethod
     def _run_record(experiment: Experiment, named: NamedConfig, run_type: RunType, resumed: list[int],

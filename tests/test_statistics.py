@@ -171,18 +171,18 @@ def test_an_unknown_baseline_lists_the_models(cli, small_csv: Path):
     assert "tfidf_logreg" in result.output and "tfidf_svm" in result.output and "Traceback" not in result.output
 
 
-def test_a_different_split_fingerprint_is_refused(cli, small_csv: Path, artifacts: Path):
+def test_a_run_on_a_different_split_fingerprint_is_left_out_naming_the_fix(cli, small_csv: Path, artifacts: Path):
     _experiment(cli, small_csv)
     metrics_path = artifacts / "experiments" / "exp" / "runs" / "tfidf_svm" / "backtesting" / "fold_1" / "metrics.json"
     record = json.loads(metrics_path.read_text())
     record["identity"]["split_parameters"]["cv_folds"] = 5
     metrics_path.write_text(json.dumps(record))
-    result = cli("compare-models", "--experiment-id", "exp", expect=3)
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    message = " ".join(result.output.split())
-    assert "Traceback" not in message
-    assert "tfidf_svm" in message and "tfidf_logreg" in message and "cv_folds" in message and "--force" in message
-    assert "out-of-date" in message  # only tfidf_svm's folds differ from experiment.json
+    result = cli("compare-models", "--experiment-id", "exp", "--format", "json")
+    assert [row["model"] for row in json.loads(result.stdout)] == ["tfidf_logreg"]
+    message = " ".join(result.stderr.split())
+    assert "tfidf_svm: left out" in message and "other data or splits" in message and "--force" in message
+    result = cli("compare-models", "--experiment-id", "exp", "--baseline", "tfidf_svm", expect=3)
+    assert "Traceback" not in result.output and "--baseline 'tfidf_svm' has no backtesting results" in result.output
 
 
 def test_one_fold_gives_mcnemar_instead_of_a_t_test(cli, small_csv: Path, artifacts: Path):

@@ -48,8 +48,15 @@ class RemoteModel:
 class RemoteFolds:
     """The submitted tasks, by (config name, run type, fold); ``outcome(key)`` waits for one."""
 
-    def __init__(self) -> None:
+    def __init__(self, cpus: dict[str, float] | None = None) -> None:
         self.refs: dict[tuple[str, str, int], Any] = {}
+        self.cpus = dict(cpus or {})  # per config name: the CPUs of each of its tasks
+
+    def arguments(self, named: NamedConfig):
+        """The training arguments a task of ``named`` runs with (its threads pinned to the task's CPUs)."""
+        from mlops.executors.tasks import pinned_arguments
+
+        return pinned_arguments(named, self.cpus[named.name]) if named.name in self.cpus else named.arguments
 
     def outcome(self, key: tuple[str, str, int]) -> FoldOutcome:
         import ray
@@ -93,13 +100,14 @@ def run_configs(runner: ExperimentRunner, experiment_id: str, configs: list[Name
     from mlops.executors.cluster import RayCluster
 
     experiment = runner.service.load_experiment(experiment_id)
-    pending = {named.name: runner.pending_folds(experiment, named, run_type, force) for named in configs}
     with RayCluster(options.ray_address) as cluster:
-        remote = RemoteFolds()
-        if any(pending.values()):
-            _submit(runner, cluster, experiment, configs, run_type, pending, options, remote)
-        runner.remote = remote
+        sizes = {named.name: cluster.resources(named.config, named.source) for named in configs}
+        remote = RemoteFolds({name: size["num_cpus"] for name, size in sizes.items()})
+        runner.remote = remote  # from here on, fold identities carry the tasks' thread counts
         try:
+            pending = {named.name: runner.pending_folds(experiment, named, run_type, force) for named in configs}
+            if any(pending.values()):
+                _submit(runner, cluster, experiment, configs, run_type, pending, options, remote, sizes)
             return [_run(runner, experiment_id, named, run_type, force) for named in configs]
         finally:
             runner.remote = None
@@ -107,7 +115,8 @@ def run_configs(runner: ExperimentRunner, experiment_id: str, configs: list[Name
 
 
 def _submit(runner: ExperimentRunner, cluster, experiment, configs: list[NamedConfig], run_type: RunType,
-            pending: dict[str, list[int]], options: ExecutorOptions, remote: RemoteFolds) -> None:
+            pending: dict[str, list[int]], options: ExecutorOptions, remote: RemoteFolds,
+            sizes: dict[str, dict[str, float]]) -> None:
     import ray
 
     from mlops.executors.tasks import run_fold_task
@@ -115,7 +124,6 @@ def _submit(runner: ExperimentRunner, cluster, experiment, configs: list[NamedCo
     if runner.callbacks or runner.tracking:
         logger.warning("--executor ray: per-epoch tracking callbacks run only in the driver, so tasks log just each "
                        "fold's result")
-    sizes = {named.name: cluster.resources(named.config, named.source) for named in configs}
     runner.service.verify_input(experiment)
     box = cluster.ship_data(runner.service.load_data(experiment), experiment, options.shared_data)
     folds = runner.service.folds(experiment, run_type)

@@ -44,15 +44,20 @@ def worker_data(box: dict[str, Any]) -> LabelledData:
     return _DATA[box["sha256"]]
 
 
-def thread_pin(named: NamedConfig, cpus: float) -> dict[str, int]:
-    """The training-argument update that fixes torch threads to the task's CPUs, where the config leaves them
-    to the model (whose default counts the machine's idle cores, not the task's share); torch too if loaded."""
-    threads = max(1, int(cpus))
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
+def pinned_arguments(named: NamedConfig, cpus: float):
+    """``named``'s training arguments with torch threads fixed to a task's CPUs, where the config leaves them to
+    the model (whose default counts the whole machine's cores, not the task's share)."""
     if "num_threads" in type(named.arguments).model_fields and named.arguments.num_threads is None:
-        return {"num_threads": threads}
-    return {}
+        return named.arguments.model_copy(update={"num_threads": max(1, int(cpus))})
+    return named.arguments
+
+
+def thread_pin(named: NamedConfig, cpus: float) -> dict[str, int]:
+    """The training-argument update of ``pinned_arguments`` (empty if none); torch's own count too if loaded."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(max(1, int(cpus)))
+    pinned = pinned_arguments(named, cpus)
+    return {} if pinned is named.arguments else {"num_threads": pinned.num_threads}
 
 
 def _resolved(config: dict[str, Any], spec_name: str, source: str, allow_external: bool) -> NamedConfig:
@@ -81,7 +86,8 @@ def run_fold_task(spec: dict[str, Any], box: dict[str, Any]) -> dict[str, Any]:
     """Train and apply one (model, fold): the test probabilities, timings and runtime facts, or an error."""
     try:
         named = _resolved(spec["config"], spec["name"], spec["source"], spec["allow_external"])
-        named = dataclasses.replace(named, arguments=named.arguments.model_copy(update=thread_pin(named, spec["cpus"])))
+        thread_pin(named, spec["cpus"])
+        named = dataclasses.replace(named, arguments=pinned_arguments(named, spec["cpus"]))
         data = worker_data(box)
         train, val, test = (dataset_at(data, spec["rows"][part]) for part in ("train", "val", "test"))
         with tempfile.TemporaryDirectory(prefix="mlops-fold-") as work:

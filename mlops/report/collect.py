@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from mlops.experiment_service import (FINAL_RECORD_FILE, METRICS_FILE, PREDICTIO
                                       ExperimentService, RunType)
 from mlops.io import read_json
 from mlops.pipeline import PREDICTED_COLUMN, proba_column
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,10 +83,15 @@ def _pooled(parts: list[Predictions | None]) -> Predictions | None:
                        proba=None if any(p is None for p in probas) else np.concatenate(probas))
 
 
-def _run_view(run_dir: Path, fold_dirs: list[Path], labels: list[str]) -> RunView | None:
+def _run_view(experiment: Experiment, run_dir: Path, fold_dirs: list[Path]) -> RunView | None:
     done = [d for d in fold_dirs if (d / METRICS_FILE).is_file()]
     if not done:
         return None
+    if stale := [d for d in done if not experiment.made_on_current_splits(read_json(d / METRICS_FILE))]:
+        logger.warning("%s: left out of the report, %d of its folds were made on other data or splits than the "
+                       "experiment's current ones (rerun it with --force)", run_dir, len(stale))
+        return None
+    labels = experiment.labels
     return RunView(folds=[read_json(d / METRICS_FILE) for d in done],
                    predictions=_pooled([_read_predictions(d / PREDICTIONS_FILE, labels) for d in done]))
 
@@ -109,10 +117,9 @@ def collect(service: ExperimentService, experiment_id: str) -> ExperimentView:
     for name in names:
         model = ModelView(name)
         backtesting = service.run_dir(experiment_id, name, RunType.backtesting)
-        model.backtesting = _run_view(backtesting, [backtesting / f"fold_{k}" for k in range(n_folds)],
-                                      experiment.labels)
+        model.backtesting = _run_view(experiment, backtesting, [backtesting / f"fold_{k}" for k in range(n_folds)])
         estimate = service.run_dir(experiment_id, name, RunType.performance_estimation)
-        model.holdout = _run_view(estimate, [estimate], experiment.labels)
+        model.holdout = _run_view(experiment, estimate, [estimate])
         model.final_dir = _final_dir(runs / name)
         if model.final_dir is not None:
             model.final_descriptor = read_json(model.final_dir / MODEL_FILE)

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -72,22 +72,44 @@ def available_cores() -> int:
     return max(1, min(allowed, physical))
 
 
-class ThreadBudget:
-    """Torch intra-op threads: ``requested`` if set, else the physical cores other processes leave free.
+#: ``num_threads`` value that lets the thread count follow the load (faster on a busy machine, not reproducible).
+ADAPTIVE = "adaptive"
 
-    On a small machine shared with other busy processes, a torch thread team larger than the free cores
-    is far slower than a smaller one (every parallel region waits for a descheduled thread). ``apply()`` measures how many cores *other* processes used
-    since the last call (system CPU time minus this process's), sampling for ``sample_seconds`` the
-    first time, and sets the thread count to the remaining cores (at least 1). Call it at the start of
-    a fit, every few seconds of training and once per prediction call.
+
+def effective_threads(requested: int | str | None) -> int | str:
+    """The torch thread count a run uses: the one asked for, else this process's physical cores (fixed, so the
+    arithmetic, and thus the metrics, do not depend on what else runs); ``"adaptive"`` stays as it is."""
+    if requested == ADAPTIVE:
+        return ADAPTIVE
+    return int(requested) if requested else available_cores()
+
+
+class ThreadBudget:
+    """Torch intra-op threads: ``requested`` if an int, else the physical cores, else (``"adaptive"``) the
+    physical cores other processes leave free.
+
+    A fixed count keeps results bit-identical whatever else runs on the machine: a reduction split over
+    another number of threads rounds differently. What makes a fixed team slow on a busy machine is OpenMP
+    threads spinning at every barrier while a team mate waits for a core; the CLI sets
+    ``OMP_WAIT_POLICY=PASSIVE`` (see ``mlops.runtime``) so a waiting thread sleeps instead.
+
+    ``"adaptive"``: ``apply()`` measures how many cores *other* processes used since the last call (system
+    CPU time minus this process's), sampling for ``sample_seconds`` the first time, and sets the count to the
+    remaining cores (at least 1); ``used`` records every count a fit ran with. Call ``apply()`` at the start
+    of a fit, every few seconds of training and once per prediction call.
     """
 
-    def __init__(self, requested: int | None, sample_seconds: float = 0.25) -> None:
-        self.requested = requested
+    def __init__(self, requested: int | str | None, sample_seconds: float = 0.25) -> None:
+        self.requested = effective_threads(requested)
         self.cores = available_cores()
         self.sample_seconds = sample_seconds
         self._last: tuple[float, float, float] | None = None
         self.threads: int | None = None
+        self.used: set[int] = set()
+
+    @property
+    def adaptive(self) -> bool:
+        return self.requested == ADAPTIVE
 
     @staticmethod
     def _snapshot() -> tuple[float, float, float] | None:
@@ -119,20 +141,32 @@ class ThreadBudget:
     def apply(self) -> int:
         import torch
 
-        if self.requested:
-            threads = self.requested
+        if not self.adaptive:
+            threads = int(self.requested)
         else:
             others = self.others_busy_cores()
             free = self.cores if others is None else self.cores - int(others + 0.5)
             threads = max(1, min(self.cores, free))
             if self.threads is not None and threads != self.threads:
                 logger.info("torch threads %d -> %d: other processes use %.1f of %d cores "
-                            "(fix the count with training_arguments.num_threads)", self.threads, threads,
+                            "(results then depend on the load; fix the count with training_arguments.num_threads)",
+                            self.threads, threads,
                             others or 0.0, self.cores)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         self.threads = threads
+        self.used.add(threads)
         return threads
+
+
+def torch_arithmetic(num_threads: int | str | None, precision: PrecisionChoice, device: str | None) -> dict[str, Any]:
+    """What besides the config changes a torch model's numbers: the device kind, the precision and (on the CPU)
+    the thread count; for a fold's identity (``ModelInterface.arithmetic``)."""
+    from models.hf_common.device import pick_device
+
+    resolved = pick_device(device)
+    return {"device": resolved.split(":")[0], "precision": resolve_precision(precision, resolved)[0],
+            "torch_threads": effective_threads(num_threads) if resolved == "cpu" else None}
 
 
 # --- precision -----------------------------------------------------------------------------------------------

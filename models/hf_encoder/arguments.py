@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -67,9 +67,11 @@ class HFEncoderTrainingArguments(TrainingArguments):
     reuse_freed_memory: bool = Field(
         default=True, description="CPU training: glibc keeps freed gradient memory for reuse (faster steps)"
     )
-    num_threads: int | None = Field(
-        default=None, ge=1,
-        description="torch threads; default: the physical cores other processes leave free, re-checked as it runs",
+    num_threads: Annotated[int, Field(ge=1)] | Literal["adaptive"] | None = Field(
+        default=None,
+        description="torch threads; default: this process's physical cores, fixed so that results do not depend on "
+        "the machine's load; adaptive: the cores other processes leave free, re-checked as it runs (faster on a "
+        "busy machine, but the numbers can change with the load)",
     )
     trust_remote_code: bool = False
     best_weights_storage: Literal["auto", "memory", "work_dir"] = "auto"

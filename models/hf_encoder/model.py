@@ -26,17 +26,9 @@ from mlops.errors import ModelError
 from mlops.model_interface import FitContext, ModelInterface, TextDataset
 from models.hf_common.calibration import calibrate_temperature
 from models.hf_common.resolve import resolve_pretrained
-from models.hf_common.training import (
-    ThreadBudget,
-    autocast,
-    class_weight_vector,
-    keep_freed_memory_for_reuse,
-    length_sorted_batches,
-    quiet_transformers,
-    resolve_precision,
-    token_lengths,
-    trainable_bytes,
-)
+from models.hf_common.training import (ThreadBudget, autocast, class_weight_vector, keep_freed_memory_for_reuse,
+                                       length_sorted_batches, quiet_transformers, resolve_precision,
+                                       token_lengths, torch_arithmetic, trainable_bytes)
 from models.hf_encoder.arguments import HFEncoderTrainingArguments
 from models.hf_encoder.building import load_pretrained, load_saved, set_activation_checkpointing, wrap_lora
 from models.hf_encoder.callbacks import BestWeightKeeper, EarlyStopping, ProgressBar
@@ -119,10 +111,11 @@ class HFEncoderClassifier(ModelInterface):
         self._max_length = args.max_length
         self._eval_batch_size = args.eval_batch_size
         self._info.update(device=self._device, precision=self._precision, precision_reason=reason,
-                          torch_threads=threads)
+                          torch_threads=threads, thread_mode="adaptive" if self._threads.adaptive else "fixed")
         logger.info("device %s, precision %s (%s; set with training_arguments.precision), %d torch threads "
                     "(%s; set with training_arguments.num_threads)", self._device, self._precision, reason, threads,
-                    "fixed" if args.num_threads else f"cores not busy with other processes, of {self._threads.cores}")
+                    "cores not busy with other processes, changing with the load" if self._threads.adaptive
+                    else "as set" if args.num_threads else "this process's physical cores, fixed")
 
     def _build_model(self, args: HFEncoderTrainingArguments):
         resolved = resolve_pretrained(self.config.model_name)
@@ -275,6 +268,7 @@ class HFEncoderClassifier(ModelInterface):
                           labels=list(self.labels))
         loop.run(state, TrainingData(texts, pairs, y, lengths), rng,
                  (lambda: self._validation_score(val, y_val)) if use_val else None, rank=rank, world=world)
+        self._info["torch_threads_used"] = sorted(self._threads.used)
         self._finish(model, args, state)
         if args.calibration == "temperature":  # validation logits of the best epoch's weights, as predicted
             logits = None if y_val is None else self._predict(val, logits_only=True)[0]
@@ -351,6 +345,10 @@ class HFEncoderClassifier(ModelInterface):
                 "trained_precision": self._info.get("precision"), "model_source": self._info.get("model_source"),
                 "calibration": self._info.get("calibration")}  # method, temperature, validation log-loss and ECE
         (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+    @classmethod
+    def arithmetic(cls, arguments: HFEncoderTrainingArguments, device: str | None) -> dict[str, Any]:
+        return torch_arithmetic(arguments.num_threads, arguments.precision, device)
 
     @classmethod
     def load(cls, directory: Path, config: ModelConfig, *, device: str | None = None) -> HFEncoderClassifier:
