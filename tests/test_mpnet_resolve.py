@@ -188,6 +188,16 @@ def test_an_archive_member_escaping_the_folder_is_refused(tmp_path, monkeypatch,
     assert not (cache.parent / "outside.txt").exists() and not cache.exists()
 
 
+def test_parts_that_match_their_record_but_are_no_zip_are_refused(tmp_path, monkeypatch, cache):
+    site = tmp_path / "site"
+    site.mkdir()
+    install_fake_parts(site, b"not a zip archive " * 100)
+    monkeypatch.setattr(mpnet_parts, "SEARCH_PATH", [str(site)])
+    with pytest.raises(ModelError, match="are not a valid zip"):
+        mpnet_parts.materialize_mpnet()
+    assert not cache.exists() and leftovers(cache) == []
+
+
 def _run_together(count: int) -> list[Path | Exception]:
     barrier = threading.Barrier(count)
     results: list[Path | Exception] = [None] * count  # type: ignore[list-item]

