@@ -23,21 +23,35 @@ SAMPLE_SEED = 13
 HERE = Path(__file__).resolve().parent
 
 
-def read_mr_rows(sdist: Path) -> list[tuple[str, str]]:
+def read_ground_truth(sdist: Path, name: str) -> list[tuple[str, float, str]]:
+    """(id, mean rating, text) rows of one ``*_GroundTruth.txt`` file of VADER's ICWSM 2014 data."""
     with tarfile.open(sdist) as outer:
         member = next(m for m in outer.getmembers() if m.name.endswith("hutto_ICWSM_2014.tar.gz"))
         inner_bytes = outer.extractfile(member).read()
     with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
-        member = next(m for m in inner.getmembers() if m.name.endswith("movieReviewSnippets_GroundTruth.txt"))
+        member = next(m for m in inner.getmembers() if m.name.endswith(f"{name}_GroundTruth.txt"))
         raw = inner.extractfile(member).read().decode("utf-8")
     rows = []
     for line in raw.splitlines():
-        if not line.strip():
-            continue
-        row_id, _rating, text = line.split("\t", 2)
-        label = "positive" if int(row_id) <= POSITIVE_MAX_ID else "negative"
-        rows.append((text.strip(), label))
+        if line.strip():
+            row_id, rating, text = line.split("\t", 2)
+            rows.append((row_id, float(rating), text.strip()))
     return rows
+
+
+def read_mr_rows(sdist: Path) -> list[tuple[str, str]]:
+    return [(text, "positive" if int(row_id) <= POSITIVE_MAX_ID else "negative")
+            for row_id, _rating, text in read_ground_truth(sdist, "movieReviewSnippets")]
+
+
+def download_sdist(directory: Path) -> Path:
+    """VADER's source tarball (the wheel does not hold the data), from the package index."""
+    subprocess.run(
+        [shutil.which("pip") or "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+         "vaderSentiment==3.3.2", "-d", str(directory)],
+        check=True,
+    )
+    return next(Path(directory).glob("vaderSentiment-*.tar.gz"))
 
 
 def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")) -> None:
@@ -50,12 +64,7 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] =
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [shutil.which("pip") or "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-             "vaderSentiment==3.3.2", "-d", tmp],
-            check=True,
-        )
-        rows = read_mr_rows(next(Path(tmp).glob("vaderSentiment-*.tar.gz")))
+        rows = read_mr_rows(download_sdist(Path(tmp)))
     write_csv(HERE / "mr" / "mr_full.csv", rows)
     write_derived_files(rows)
     print(f"wrote {len(rows)} rows, a {SAMPLE_SIZE}-row sample and {NEW_SIZE} unseen rows")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from mlops.model_interface import TrainingArguments
 from models.hf_common.training import PrecisionChoice
@@ -39,8 +39,28 @@ class LoraArguments(TrainingArguments):
     )
 
 
+class MixUpArguments(TrainingArguments):
+    """The ``mixup`` block: embedding MixUp (models/hf_encoder/objectives.py)."""
+
+    alpha: float = Field(default=0.4, gt=0, description="lam ~ Beta(alpha, alpha)")
+    ratio: float = Field(default=0.5, gt=0, le=4, description="mixed samples per batch, as a share of its rows")
+
+
+class SupConArguments(TrainingArguments):
+    """The ``supcon`` block: a supervised contrastive term on the pooled embeddings (objectives.py)."""
+
+    weight: float = Field(default=0.1, gt=0, description="loss = cross-entropy + weight * supcon")
+    temperature: float = Field(default=0.1, gt=0)
+    k: int = Field(default=5, ge=1, description="neighbours for the validation Recall@k and kNN accuracy")
+
+
 class HFEncoderTrainingArguments(TrainingArguments):
-    epochs: int = Field(default=3, ge=1)
+    epochs: int = Field(default=3, ge=1, description="epochs to run; with train_steps: the most epochs")
+    train_steps: int | None = Field(
+        default=None, ge=1, description="budget in optimiser updates: epochs become what reaches it, between "
+        "min_epochs and epochs (small data gets enough updates, large data is not over-trained); null: epochs",
+    )
+    min_epochs: int = Field(default=1, ge=1, description="with train_steps: the fewest epochs")
     batch_size: int = Field(default=32, ge=1)
     eval_batch_size: int = Field(default=64, ge=1, description="batch size for validation and prediction")
     learning_rate: float = Field(default=5e-5, gt=0)
@@ -54,7 +74,10 @@ class HFEncoderTrainingArguments(TrainingArguments):
         default=2, ge=1, description="epochs without validation macro-F1 gain before stopping; null: run all epochs"
     )
     early_stopping_min_delta: float = Field(default=0.0, ge=0)
-    class_weight: Literal["balanced"] | dict[str, float] | None = None
+    class_weight: Literal["balanced", "auto"] | dict[str, float] | None = Field(
+        default=None, description="balanced: n / (k * count) per class; auto: balanced when the largest training "
+        "class is more than 1.5x the smallest; a {label: weight} object; null: unweighted",
+    )
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     precision: PrecisionChoice = Field(
         default="auto", description="auto: bf16 on capable CPUs/GPUs (fp16 on older GPUs), else fp32"
@@ -76,17 +99,26 @@ class HFEncoderTrainingArguments(TrainingArguments):
     trust_remote_code: bool = False
     best_weights_storage: Literal["auto", "memory", "work_dir"] = "auto"
     peft: LoraArguments | None = None
+    mixup: MixUpArguments | None = None
+    supcon: SupConArguments | None = None
     calibration: Literal["temperature"] | None = Field(
         default=None, description="temperature: after training, fit one temperature T on the validation split "
         "(log-loss) and predict softmax(logits / T); null: off",
     )
+
+    @model_validator(mode="after")
+    def _epoch_bounds(self):
+        if self.train_steps is not None and self.min_epochs > self.epochs:
+            raise ValueError(f"min_epochs ({self.min_epochs}) is above epochs ({self.epochs}), the most epochs "
+                             "train_steps may run; lower min_epochs or raise epochs")
+        return self
 
     @field_validator("class_weight")
     @classmethod
     def _positive_weights(cls, value):
         if isinstance(value, dict):
             if not value:
-                raise ValueError("class_weight must be 'balanced', null or a non-empty {label: weight} object")
+                raise ValueError("class_weight must be 'balanced', 'auto', null or a non-empty {label: weight} object")
             bad = {k: v for k, v in value.items() if not v > 0}
             if bad:
                 raise ValueError(f"class weights must be > 0, found {bad}")

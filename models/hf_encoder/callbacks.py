@@ -1,14 +1,46 @@
-"""The encoder loop's own callbacks: best-weight keeping, early stopping and the progress bar."""
+"""The encoder loop's own callbacks: best-weight keeping, early stopping and the progress bar; and
+``encoder_callbacks``, which puts together those a fit runs (with the extra objectives of ``objectives.py``)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from mlops.callbacks import LoopState, TrainingBatch, TrainingCallback
-from models.hf_common.training import BestWeights
+from mlops.callbacks import CallbackList, LoopState, TrainingBatch, TrainingCallback
+from models.hf_common.training import BestWeights, trainable_bytes
 
 logger = logging.getLogger(__name__)
+
+#: Above this many bytes of trainable weights, the best epoch's copy goes to work_dir instead of memory.
+MEMORY_COPY_LIMIT = 1 << 30
+
+
+def best_weights_dir(storage: str, work_dir: Path | None, model) -> Path | None:
+    if storage == "auto":
+        storage = "work_dir" if trainable_bytes(model) > MEMORY_COPY_LIMIT else "memory"
+    if storage == "work_dir":
+        if work_dir is not None:
+            return Path(work_dir) / "hf_encoder_best"
+        logger.info("no work_dir given: keeping the best epoch's weights in memory")
+    return None
+
+
+def encoder_callbacks(args, context, model, use_val: bool, *, labels: list[str], class_weights,
+                      embed_validation) -> CallbackList:
+    """Extra objectives (MixUp, SupCon), then best weights and early stopping (with validation), the progress
+    bar, and last the runner's callbacks (tracking)."""
+    from models.hf_encoder.objectives import EmbeddingMixUp, SupervisedContrastive
+
+    own: list[TrainingCallback] = []
+    if args.mixup is not None:
+        own.append(EmbeddingMixUp(args.mixup.alpha, args.mixup.ratio, len(labels), context.seed, class_weights))
+    if args.supcon is not None:
+        own.append(SupervisedContrastive(args.supcon.weight, args.supcon.temperature, args.supcon.k,
+                                         embed_validation if use_val else None))
+    if use_val:  # BestWeightKeeper before SupCon's on_fit_end, so the embeddings are the best epoch's
+        own = [BestWeightKeeper(best_weights_dir(args.best_weights_storage, context.work_dir, model),
+                                args.early_stopping_min_delta), EarlyStopping(args.early_stopping_patience), *own]
+    return CallbackList([*own, ProgressBar(context.show_progress), *context.callbacks])
 
 
 class BestWeightKeeper(TrainingCallback):

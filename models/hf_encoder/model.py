@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mlops.callbacks import CallbackList, LoopState
+from mlops.callbacks import LoopState
 from mlops.config import ModelConfig
 from mlops.errors import ModelError
 from mlops.model_interface import FitContext, ModelInterface, TextDataset
@@ -28,10 +28,11 @@ from models.hf_common.calibration import calibrate_temperature
 from models.hf_common.resolve import resolve_pretrained
 from models.hf_common.training import (ThreadBudget, autocast, class_weight_vector, keep_freed_memory_for_reuse,
                                        length_sorted_batches, quiet_transformers, resolve_precision,
-                                       token_lengths, torch_arithmetic, trainable_bytes)
+                                       token_lengths, torch_arithmetic)
 from models.hf_encoder.arguments import HFEncoderTrainingArguments
 from models.hf_encoder.building import load_pretrained, load_saved, set_activation_checkpointing, wrap_lora
-from models.hf_encoder.callbacks import BestWeightKeeper, EarlyStopping, ProgressBar
+from models.hf_encoder.callbacks import encoder_callbacks
+from models.hf_encoder.recipe import plan_training
 from models.hf_encoder.loop import (EncoderTrainingLoop, TrainingData, TrainStep, distributed_world,
                                     wrap_distributed)
 
@@ -39,8 +40,6 @@ logger = logging.getLogger(__name__)
 
 META_FILE = "hf_encoder.json"
 META_FORMAT = 1
-#: Above this many bytes of trainable weights, the best epoch's copy goes to work_dir instead of memory.
-MEMORY_COPY_LIMIT = 1 << 30
 
 
 def _columns(data: TextDataset) -> tuple[list, list | None]:
@@ -142,6 +141,7 @@ class HFEncoderClassifier(ModelInterface):
         self._model = model.eval()
         history = state.history
         seconds = sum(record["seconds"] for record in history)
+        self._info.update(state.info)  # what the callbacks report (mixup, supcon, embedding quality)
         self._info.update(
             epochs_run=len(history), best_epoch=state.best_epoch, stopped_early=len(history) < args.epochs,
             history=history, train_seconds=round(seconds, 3),
@@ -156,16 +156,6 @@ class HFEncoderClassifier(ModelInterface):
             logger.warning("max_length %d exceeds the model's limit of %d tokens; using %d", requested, limit, limit)
             return limit
         return requested
-
-    def _best_weights_dir(self, args: HFEncoderTrainingArguments, context: FitContext, model) -> Path | None:
-        storage = args.best_weights_storage
-        if storage == "auto":
-            storage = "work_dir" if trainable_bytes(model) > MEMORY_COPY_LIMIT else "memory"
-        if storage == "work_dir":
-            if context.work_dir is not None:
-                return Path(context.work_dir) / "hf_encoder_best"
-            logger.info("no work_dir given: keeping the best epoch's weights in memory")
-        return None
 
     def _validation_score(self, val: TextDataset, y_val: np.ndarray) -> float:
         from sklearn.metrics import f1_score
@@ -218,13 +208,6 @@ class HFEncoderClassifier(ModelInterface):
             y_val = _label_indices(val.labels, self.labels, "validation")
         return texts, pairs, y, y_val
 
-    def _callbacks(self, args: HFEncoderTrainingArguments, context: FitContext, model, use_val: bool) -> CallbackList:
-        own = [ProgressBar(context.show_progress)]
-        if use_val:
-            own = [BestWeightKeeper(self._best_weights_dir(args, context, model), args.early_stopping_min_delta),
-                   EarlyStopping(args.early_stopping_patience), *own]
-        return CallbackList([*own, *context.callbacks])
-
     def fit(self, train: TextDataset, val: TextDataset | None = None, *, labels: Sequence[str],
             context: FitContext | None = None) -> HFEncoderClassifier:
         import torch
@@ -244,10 +227,11 @@ class HFEncoderClassifier(ModelInterface):
         lengths, truncated = token_lengths(self._tokenizer, texts, pairs, self._max_length)
         self._info["truncated"]["train"] = truncated
         self._log_truncation("training", truncated, len(texts))
+        rank, _, world = distributed_world()
+        args, self._info["recipe"] = plan_training(args, self.labels, y, world)
         weights = class_weight_vector(args.class_weight, self.labels, y)
         if weights is not None:
             logger.info("class weights: %s", {label: round(float(w), 4) for label, w in zip(self.labels, weights)})
-        rank, _, world = distributed_world()
         train_model = model
         if world > 1:  # data parallel: same seeded batch plan on every rank, each trains on its share
             train_model = wrap_distributed(model, self._device, rank, world)
@@ -262,7 +246,9 @@ class HFEncoderClassifier(ModelInterface):
                     len(texts), args.epochs, step.n_batches, args.batch_size, args.gradient_accumulation_steps,
                     args.learning_rate)
         loop = EncoderTrainingLoop(step, encode=self.encode, device=self._device, precision=self._precision,
-                                   threads=self._threads, callbacks=self._callbacks(args, context, model, use_val),
+                                   threads=self._threads, callbacks=encoder_callbacks(
+                                       args, context, model, use_val, labels=self.labels, class_weights=step.class_weights,
+                                       embed_validation=(lambda: (self.embed(val), y_val)) if use_val else None),
                                    min_delta=args.early_stopping_min_delta)
         state = LoopState(model=model, epochs=args.epochs, batches_per_epoch=step.n_batches, rows=len(texts),
                           labels=list(self.labels))
@@ -305,6 +291,16 @@ class HFEncoderClassifier(ModelInterface):
                 out[idx] = (logits if logits_only else torch.softmax(logits / scale, dim=-1)).cpu().numpy()
         model.train(was_training)
         return out, truncated
+
+    def embed(self, data: TextDataset) -> np.ndarray:
+        """Mean-pooled, L2-normalised last hidden states of ``data`` (n, hidden), as sentence-transformers pools."""
+        from models.hf_encoder.objectives import pooled_embeddings
+
+        texts, pairs = _columns(data)
+        lengths, _ = token_lengths(self._tokenizer, texts, pairs, self._max_length)
+        return pooled_embeddings(self.fitted_module(), lambda idx: self.encode(texts, pairs, idx),
+                                 length_sorted_batches(lengths, self._eval_batch_size), len(texts),
+                                 lambda: autocast(self._device, self._precision))
 
     def predict_proba(self, data: TextDataset) -> np.ndarray:
         if self._threads is not None and len(data):
