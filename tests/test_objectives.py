@@ -11,7 +11,8 @@ import torch
 from models.hf_encoder.arguments import HFEncoderTrainingArguments
 from models.hf_encoder.objectives import (classifier_head, embedding_quality, mix_pairs, soft_cross_entropy,
                                           supcon_loss)
-from models.hf_encoder.recipe import plan_epochs, resolve_class_weight
+from mlops.class_balance import resolve_class_weight
+from models.hf_encoder.recipe import plan_epochs
 
 
 # --- recipe -------------------------------------------------------------------------------------------------------
@@ -161,3 +162,20 @@ def test_the_recipe_is_recorded_with_its_reasons(tiny_bert, topics):
     recipe = model.runtime_info()["recipe"]
     assert recipe["updates_per_epoch"] == 13 and recipe["epochs"] == 2  # 200 rows / 16; ceil(20 / 13)
     assert recipe["class_weight"] is None and "auto" in recipe["class_weight_reason"]  # balanced topics
+
+
+def test_tfidf_class_weight_auto_is_resolved_on_the_training_rows_and_recorded():
+    from mlops.config import ModelConfig
+    from mlops.model_interface import TextDataset
+    from models.tfidf_linear.model import TfidfLinearClassifier
+
+    config = ModelConfig.model_validate({"module_path": "models.tfidf_linear.model",
+                                         "class_name": "TfidfLinearClassifier",
+                                         "training_arguments": {"class_weight": "auto"}})
+    texts = [f"good film {i}" for i in range(40)] + [f"bad film {i}" for i in range(10)]
+    model = TfidfLinearClassifier(config).fit(TextDataset(texts, ["pos"] * 40 + ["neg"] * 10), labels=["neg", "pos"])
+    assert model.runtime_info()["class_weight"]["class_weight"] == "balanced"
+    assert model._pipeline.named_steps["classifier"].class_weight == "balanced"
+    even = TfidfLinearClassifier(config).fit(TextDataset(texts[:12] + texts[40:], ["pos"] * 12 + ["neg"] * 10),
+                                             labels=["neg", "pos"])
+    assert even.runtime_info()["class_weight"]["class_weight"] is None  # 12 / 10 = 1.2 <= 1.5

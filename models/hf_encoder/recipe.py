@@ -3,7 +3,7 @@
 ``train_steps`` sets a budget in optimiser updates: the epoch count becomes what reaches it, between
 ``min_epochs`` and ``epochs`` (then the most epochs), so a small set gets enough updates and a large one is
 not over-trained. ``class_weight: auto`` weights classes ``balanced`` when the largest training class is
-more than ``AUTO_IMBALANCE_RATIO`` times the smallest. Both choices are logged with their reason and
+more than 1.5 times the smallest (``mlops.class_balance``). Both choices are logged with their reason and
 recorded in the run's runtime facts (``recipe``).
 """
 
@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from mlops.class_balance import resolve_class_weight
 
-#: ``class_weight: auto`` turns ``balanced`` on above this largest / smallest training-class ratio.
-AUTO_IMBALANCE_RATIO = 1.5
+logger = logging.getLogger(__name__)
 
 
 def plan_epochs(args, n_rows: int, world: int = 1) -> tuple[int, dict[str, Any]]:
@@ -40,18 +39,6 @@ def plan_epochs(args, n_rows: int, world: int = 1) -> tuple[int, dict[str, Any]]
     logger.info("training plan: up to %d epochs x %d updates = %d updates (%s)", epochs, updates, epochs * updates,
                 reason)
     return epochs, plan
-
-
-def resolve_class_weight(spec, labels: list[str], y: np.ndarray):
-    """``spec`` as given, except ``auto``: ``balanced`` or None from the training classes' counts."""
-    if spec != "auto":
-        return spec, f"training_arguments.class_weight {spec!r}"
-    counts = np.bincount(y, minlength=len(labels))
-    present = counts[counts > 0]
-    ratio = float(present.max() / present.min()) if len(present) > 1 else 1.0
-    if ratio > AUTO_IMBALANCE_RATIO:
-        return "balanced", f"auto: largest / smallest class {ratio:.2f} > {AUTO_IMBALANCE_RATIO}"
-    return None, f"auto: largest / smallest class {ratio:.2f} <= {AUTO_IMBALANCE_RATIO}, classes left unweighted"
 
 
 def plan_training(args, labels: list[str], y: np.ndarray, world: int = 1):

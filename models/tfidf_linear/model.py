@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from mlops.class_balance import resolve_class_weight
 from mlops.config import HyperparameterSearch, ModelConfig
 from mlops.errors import ModelError
 from mlops.model_interface import FitContext, ModelInterface, TextDataset, TrainingArguments
@@ -33,7 +34,9 @@ CALIBRATION_FOLDS = 3
 class TfidfTrainingArguments(TrainingArguments):
     classifier: Literal["logistic_regression", "linear_svm"] = "logistic_regression"
     C: float = Field(default=4.0, gt=0)
-    class_weight: Literal["balanced"] | None = None
+    class_weight: Literal["balanced", "auto"] | None = Field(
+        default=None, description="balanced; auto: balanced when the largest training class is more than 1.5x the "
+        "smallest; null: unweighted")
     word_ngram_range: tuple[int, int] = (1, 2)
     char_ngram_range: tuple[int, int] | None = (2, 5)
     min_df: int = Field(default=1, ge=1)
@@ -92,10 +95,11 @@ class TfidfLinearClassifier(ModelInterface):
         self._predictor = None  # or its reloaded, pickle-free form (after load)
         self.search_result: dict | None = None
         self._calibration: dict | None = None  # runtime_info()["calibration"] where calibrated
+        self._class_weight: dict | None = None  # what class_weight resolved to in fit, and why
 
     @classmethod
     def check_hyperparameter_search(cls, search: HyperparameterSearch, arguments: TfidfTrainingArguments) -> str | None:
-        known = set(cls._build_pipeline(arguments, 0).get_params())
+        known = set(cls._build_pipeline(arguments.model_copy(update={"class_weight": None}), 0).get_params())
         unknown = [name for name in search.param_distributions if name not in known]
         if unknown:
             prefix = "classifier__estimator__" if arguments.calibration_method else "classifier__"
@@ -150,7 +154,12 @@ class TfidfLinearClassifier(ModelInterface):
         if unknown:
             raise ModelError(f"training labels {sorted(unknown)} are not in the label set {self.labels}.")
         self._check_calibration_rows(train)
-        pipeline = self._build_pipeline(self.training_arguments, context.seed)
+        class_weight, reason = resolve_class_weight(self.training_arguments.class_weight, self.labels, train.labels)
+        if self.training_arguments.class_weight == "auto":
+            logger.info("class weights: %s (%s)", class_weight or "none", reason)
+        self._class_weight = {"class_weight": class_weight, "reason": reason}
+        pipeline = self._build_pipeline(self.training_arguments.model_copy(update={"class_weight": class_weight}),
+                                        context.seed)
         texts = _joined_texts(train)
         y = np.asarray(train.labels, dtype=object)
         search = self.config.hyperparameter_search
@@ -257,7 +266,8 @@ class TfidfLinearClassifier(ModelInterface):
         return proba
 
     def runtime_info(self) -> dict:
-        return {} if self._calibration is None else {"calibration": dict(self._calibration)}
+        info = {} if self._class_weight is None else {"class_weight": dict(self._class_weight)}
+        return info if self._calibration is None else {**info, "calibration": dict(self._calibration)}
 
     def save(self, directory: Path) -> None:
         from safetensors.numpy import save_file
