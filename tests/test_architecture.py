@@ -93,12 +93,13 @@ def test_the_import_graph_has_no_cycle():
 
 #: Who may import whom: a module of a layer imports only its own layer's modules and those below.
 LAYERS = [
-    ("core", ["mlops.runtime", "mlops.errors", "mlops.io", "mlops.config", "mlops.callbacks", "mlops.model_interface",
-              "mlops.provenance", "mlops.dataset", "mlops.splitting", "mlops.plugins", "mlops.pipeline",
+    ("core", ["mlops.runtime", "mlops.class_balance", "mlops.errors", "mlops.io", "mlops.config", "mlops.callbacks",
+              "mlops.model_interface", "mlops.provenance", "mlops.dataset", "mlops.splitting", "mlops.plugins", "mlops.pipeline",
               "mlops.artifacts", "mlops.search_space", "mlops"]),
     ("models", ["models"]),
     ("services", ["mlops.experiment_service", "mlops.runner", "mlops.prediction", "mlops.export",
-                  "mlops.reporting", "mlops.report", "mlops.tracking", "mlops.serving", "mlops.catalog", "data"]),
+                  "mlops.reporting", "mlops.report", "mlops.tracking", "mlops.serving", "mlops.catalog",
+                  "mlops.pseudo_label", "mlops.pseudo_label_files", "data"]),
     ("orchestration", ["mlops.tuning", "mlops.executors"]),  # cli tune, --executor ray: above the runner
     ("facade", ["mlops.app"]),
     ("cli", ["main"]),
