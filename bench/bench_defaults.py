@@ -13,7 +13,8 @@ model trains on the train split, stops early on the validation split, and is sco
 Prints, per data set and config: hold-out macro-F1 (95% bootstrap interval), accuracy, training seconds and the
 epochs run, then the macro-F1 difference of each config to tfidf_logreg with McNemar's exact test on the shared
 hold-out rows (``compare-models``). ``minilm_v1`` is the recipe minilm.json shipped until 2026-12 (3 epochs,
-patience 1, max_length 64, no class weights), written here so the comparison does not move with the config.
+patience 1, max_length 64, no class weights) and ``tfidf_logreg_v1`` tfidf_logreg.json's (no class weights),
+written here so the comparison does not move with the configs.
 """
 
 from __future__ import annotations
@@ -42,11 +43,18 @@ MINILM_V1 = {
                            "early_stopping_patience": 1, "precision": "auto"},
 }
 
+TFIDF_LOGREG_V1 = {  # tfidf_logreg.json until 2026-12: no class weights
+    "module_path": "models.tfidf_linear.model", "class_name": "TfidfLinearClassifier",
+    "training_arguments": {"classifier": "logistic_regression", "C": 4.0, "word_ngram_range": [1, 2],
+                           "char_ngram_range": [2, 5], "sublinear_tf": True},
+}
+OLD_RECIPES = {"minilm_v1": MINILM_V1, "tfidf_logreg_v1": TFIDF_LOGREG_V1}
+
 
 def _config_arg(name: str, folder: Path) -> str:
-    if name == "minilm_v1":
-        path = folder / "minilm_v1.json"
-        path.write_text(json.dumps(MINILM_V1))
+    if name in OLD_RECIPES:
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(OLD_RECIPES[name]))
         return str(path)
     return name
 
@@ -54,7 +62,7 @@ def _config_arg(name: str, folder: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--configs", nargs="+", default=["tfidf_logreg", "minilm_v1", "minilm"])
+    parser.add_argument("--configs", nargs="+", default=["tfidf_logreg_v1", "tfidf_logreg", "minilm_v1", "minilm"])
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 

@@ -6,7 +6,9 @@ term, backtested on the same folds, with the fold-paired statistics of ``compare
 
 ``--data tweets`` is data/shapes/tweets_3class.csv (1,500 posts, three imbalanced classes); ``--data mr`` samples
 ``--rows`` rows of the full MR set (seed 42). Each config is the shipped minilm.json's recipe, plus
-``mixup: {alpha: 0.4, ratio: 0.5}`` or ``supcon: {weight: 0.1, temperature: 0.1}``. Prints each config's
+``mixup: {alpha: 0.4, ratio: 0.5}`` or ``supcon: {weight: 0.1, temperature: 0.1}``; ``--techniques`` may add
+``minilm_unweighted`` (the recipe without class weights) and ``minilm_v1`` (the recipe shipped until 2026-12),
+which tell the new default's choices apart on the same folds. Prints each config's
 mean macro-F1 over the folds, then each technique's paired difference to the plain config with the
 corrected resampled t-test (Nadeau & Bengio) and the Bayesian correlated t-test (ROPE 0.01), and the
 SupCon run's validation Recall@5 / kNN accuracy against the plain model's embeddings.
@@ -24,10 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-TECHNIQUES = {
+TECHNIQUES = {  # name: training-argument changes to the shipped minilm.json
     "minilm_plain": {},
     "minilm_mixup": {"mixup": {"alpha": 0.4, "ratio": 0.5}},
     "minilm_supcon": {"supcon": {"weight": 0.1, "temperature": 0.1, "k": 5}},
+    "minilm_unweighted": {"class_weight": None},  # the recipe without its class weighting
+    "minilm_v1": "v1",  # the recipe shipped until 2026-12 (see bench_defaults.py)
 }
 
 
@@ -36,7 +40,8 @@ def main() -> None:
     parser.add_argument("--data", choices=["tweets", "mr"], default="tweets")
     parser.add_argument("--rows", type=int, default=2000, help="--data mr: rows sampled from the full MR set")
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--techniques", nargs="+", default=list(TECHNIQUES), choices=list(TECHNIQUES))
+    parser.add_argument("--techniques", nargs="+", default=["minilm_plain", "minilm_mixup", "minilm_supcon"],
+                        choices=list(TECHNIQUES))
     args = parser.parse_args()
 
     import pandas as pd
@@ -56,8 +61,11 @@ def main() -> None:
         app = Application(Path(tmp) / "artifacts")
         app.generate_splits("bench", data, Columns(), SplitParameters(cv_folds=args.folds, seed=42))
         for name in args.techniques:
-            config = {**shipped, "training_arguments": {**shipped["training_arguments"], **TECHNIQUES[name]}}
-            config.pop("search_space", None)
+            if TECHNIQUES[name] == "v1":
+                from bench.bench_defaults import MINILM_V1 as config
+            else:
+                config = {**shipped, "training_arguments": {**shipped["training_arguments"], **TECHNIQUES[name]}}
+                config.pop("search_space", None)
             path = Path(tmp) / f"{name}.json"
             path.write_text(json.dumps(config))
             started = time.perf_counter()
