@@ -504,6 +504,60 @@ def export_model(
               f"(max |dp| {check['max_abs_probability_difference']:.4f})")
 
 
+class PoolingOption(str, Enum):
+    mean = "mean"
+    cls = "cls"
+
+
+@app.command("pseudo-label")
+@handle_errors
+def pseudo_label(
+    model_path: Annotated[str, typer.Option(
+        "--model-path", help="A folder written by train-final-model (a Hugging Face encoder), or a pretrained "
+                             "encoder: a folder or hub id such as sentence-transformers/all-MiniLM-L6-v2.")],
+    input_file: Annotated[Path, typer.Option("--input-file", help="CSV/TSV/Parquet of texts to pseudo-label.")],
+    output_file: Annotated[Path, typer.Option("--output-file", help="CSV of the pseudo-labelled rows.")],
+    labelled_file: Annotated[Optional[Path], typer.Option(
+        "--labelled-file", help="Labelled rows that measure each cluster's purity (default: the input's rows "
+                                "that have a --target-column value).")] = None,
+    text_column: Annotated[str, typer.Option("--text-column")] = "text",
+    target_column: Annotated[str, typer.Option("--target-column")] = "label",
+    n_clusters: Annotated[Optional[int], typer.Option(
+        "--n-clusters", help="k-means clusters (default: sqrt(rows / 2), at least one per label).")] = None,
+    pca_components: Annotated[int, typer.Option(
+        "--pca-components", help="PCA dimensions before clustering (capped by rows and dimensions); 0: no PCA.")] = 50,
+    min_purity: Annotated[float, typer.Option(
+        "--min-purity", help="Keep clusters whose labelled members share the majority label at least this often.")] = 0.9,
+    min_labelled: Annotated[int, typer.Option(
+        "--min-labelled", help="Clusters with fewer labelled members get no label.")] = 3,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts embedded at a time.")] = 64,
+    pooling: Annotated[PoolingOption, typer.Option(
+        "--pooling", help="mean of the last layer's token states, or the first (CLS) token's.")] = PoolingOption.mean,
+    encoding: Encoding = "utf-8",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
+    device: Device = None,
+    allow_external_models: AllowExternal = False,
+) -> None:
+    """Pseudo-label unlabelled texts from the pure clusters they share with labelled ones (encoder embeddings)."""
+    from mlops.pseudo_label import PseudoLabelSettings
+
+    settings = PseudoLabelSettings(n_clusters=n_clusters, pca_components=pca_components, min_purity=min_purity,
+                                   min_labelled=min_labelled, seed=seed)
+    summary = _application(DEFAULT_ARTIFACTS, device, allow_external_models).pseudo_label(
+        model_path, input_file, output_file, labelled_file=labelled_file, text_column=text_column,
+        target_column=target_column, settings=settings, batch_size=batch_size, pooling=pooling.value,
+        encoding=encoding, force=force)
+    stats = summary.stats
+    purity = "n/a" if stats["mean_purity"] is None else f"{stats['mean_purity']:.3f}"
+    out.print(f"Kept {stats['clusters_kept']} of {stats['clusters']} clusters (purity >= {stats['min_purity']:g}; "
+              f"{stats['clusters_with_label']} had at least {stats['min_labelled']} labelled members), mean purity "
+              f"{purity}: {stats['rows_written']} of {stats['pool_rows']} unlabelled rows -> "
+              f"[bold]{summary.output_file}[/]  ({stats['label_counts']})", highlight=False, soft_wrap=True)
+    if stats.get("classifier_agreement") is not None:
+        out.print(f"The classifier gives the pseudo label to {stats['classifier_agreement']:.1%} of them.")
+
+
 @app.command("evaluate-prediction")
 @handle_errors
 def evaluate_prediction(

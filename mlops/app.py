@@ -19,6 +19,8 @@ from mlops.plugins import NamedConfig
 from mlops.prediction import (DEFAULT_CHUNK_ROWS, PredictionSummary, estimate_data_rows, evaluate_predictions,
                               predict_file, predict_texts)
 from mlops.provenance import PROJECT_ROOT
+from mlops.pseudo_label import PseudoLabelSettings
+from mlops.pseudo_label_files import PseudoLabelSummary, load_encoder, read_pseudo_label_rows, write_pseudo_labels
 from mlops.reporting import compare_models, experiment_rows
 from mlops.runner import ExperimentRunner, FinalModelResult, RunResult
 from mlops.splitting import BacktestingStrategy, SplitParameters
@@ -142,6 +144,17 @@ class Application:
     def predict_text(self, model_path: Path, text: str, text_pair: str | None = None, runtime: Runtime = "auto"):
         loaded = self.load_model(model_path, runtime)
         return predict_texts(loaded, [text], [text_pair] if text_pair is not None else None)[0]
+
+    def pseudo_label(self, model_path: str, input_file: Path, output_file: Path, *, labelled_file: Path | None = None,
+                     text_column: str = "text", target_column: str = "label",
+                     settings: PseudoLabelSettings = PseudoLabelSettings(), batch_size: int = 64,
+                     pooling: str = "mean", encoding: str = "utf-8", force: bool = False) -> PseudoLabelSummary:
+        """``cli pseudo-label``: the rows are read and checked before the (slow) encoder load."""
+        rows = read_pseudo_label_rows(input_file, output_file, labelled_file=labelled_file, text_column=text_column,
+                                      target_column=target_column, encoding=encoding, settings=settings, force=force)
+        encoder = load_encoder(model_path, device=self.device, batch_size=batch_size, pooling=pooling,
+                               allow_external=self.allow_external_models)
+        return write_pseudo_labels(encoder, rows, output_file, settings)
 
     def evaluate_prediction(self, predictions_file: Path, ground_truth_file: Path, **options) -> dict[str, Any]:
         return evaluate_predictions(predictions_file, ground_truth_file, **options)
