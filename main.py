@@ -18,10 +18,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from mlops.runtime import configure_openmp
-
-configure_openmp()  # before any command imports torch: OpenMP reads it once, at load
-
 if TYPE_CHECKING:
     from mlops.app import Application
 
@@ -123,6 +119,9 @@ def main(
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from mlops.runtime import configure_openmp
+
+    configure_openmp()  # before any command imports torch: OpenMP reads it once, when it loads
     _State.verbose = verbose
     _State.wait = wait
     _State.quiet = quiet

@@ -86,8 +86,8 @@ def main() -> None:
             labelled = train[_labelled_share(labels[train], args.labelled_share, seed=42 + k)]
             pool = np.setdiff1d(train, labelled)
             started = time.perf_counter()
-            result = pseudo_label_fold(embed, everything, Fold(train=labelled, val=val, test=test),
-                                       list(texts[pool]), settings)
+            result = pseudo_label_fold(embed, everything, Fold(train=ids[labelled], val=fold.val, test=fold.test),
+                                       list(texts[pool]), settings, row_ids=ids)
             pseudo_s = time.perf_counter() - started
             right = float(np.mean(np.asarray(result.labels, dtype=object) == labels[pool][result.pool_index])) \
                 if len(result.labels) else float("nan")

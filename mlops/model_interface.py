@@ -87,10 +87,12 @@ class ModelInterface(ABC):
         return f"{cls.__name__} does not support hyperparameter_search; remove that block."
 
     @classmethod
-    def arithmetic(cls, arguments: TrainingArguments, device: str | None) -> dict[str, Any]:
+    def arithmetic(cls, arguments: TrainingArguments, device: str | None,
+                   runtime: dict[str, Any] | None = None) -> dict[str, Any]:
         """The settings outside the config that change this class's numbers for the same seed (device, thread
         count, precision). The runner puts them in each fold's identity, so a resume never mixes folds
-        computed differently. Default: none."""
+        computed differently. With ``runtime`` (a fold's recorded ``runtime_info()``), the same read from a
+        fold recorded before identities carried it. Default: none."""
         return {}
 
     @abstractmethod

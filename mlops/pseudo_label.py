@@ -207,18 +207,22 @@ def log_summary(result: PseudoLabels) -> None:
 
 
 def pseudo_label_fold(embed: Embed, data: TextDataset, fold: Fold, pool_texts: Sequence[str],
-                      settings: PseudoLabelSettings = PseudoLabelSettings()) -> PseudoLabels:
-    """Pseudo labels for one fold: ``data`` is the experiment's rows, ``fold`` their train/val/test positions.
+                      settings: PseudoLabelSettings = PseudoLabelSettings(), *,
+                      row_ids: Sequence[int] | None = None) -> PseudoLabels:
+    """Pseudo labels for one fold: ``data`` is the experiment's rows, ``fold`` their train/val/test rows.
 
-    Only ``fold.train`` rows are labelled rows; the validation and test rows are read only to drop pool texts
+    ``fold`` holds positions into ``data``, or, with ``row_ids`` (the original row number of each row of
+    ``data``, as ``LabelledData.row_ids`` gives them), row numbers, as ``Experiment.plan`` does. Only
+    ``fold.train`` rows are labelled rows; the validation and test rows are read only to drop pool texts
     equal to one of them (compared case- and space-insensitively) and are never embedded, so a fold's
-    pseudo-labelled rows carry nothing of its held-out rows.
+    pseudo-labelled rows carry nothing of its held-out rows (as long as the encoder itself was not trained
+    on them: embed with a pretrained encoder or one trained on this fold's training rows only).
     """
     if data.labels is None:
         raise DataError("pseudo_label_fold needs the experiment's labels.")
-    train_rows = np.asarray(fold.train, dtype=np.int64)
+    train_rows, val_rows, test_rows = (_positions(part, row_ids, len(data)) for part in (fold.train, fold.val, fold.test))
     train = TextDataset([data.texts[i] for i in train_rows], [data.labels[i] for i in train_rows])
-    held_out = {normalise_text(str(data.texts[i])) for rows in (fold.val, fold.test) for i in np.asarray(rows)}
+    held_out = {normalise_text(str(data.texts[i])) for rows in (val_rows, test_rows) for i in rows}
     pool = [str(text) for text in pool_texts]
     keep = [i for i, text in enumerate(pool) if normalise_text(text) not in held_out]
     if len(keep) < len(pool):
@@ -228,3 +232,21 @@ def pseudo_label_fold(embed: Embed, data: TextDataset, fold: Fold, pool_texts: S
     result.dropped_held_out = len(pool) - len(keep)
     result.n_pool = len(pool)
     return result
+
+
+def _positions(rows, row_ids: Sequence[int] | None, n: int) -> np.ndarray:
+    """Positions into the data of ``rows``: as given, or looked up among ``row_ids`` (each must be there)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if row_ids is None:
+        if len(rows) and (rows.min() < 0 or rows.max() >= n):
+            raise DataError(f"fold positions must be in [0, {n}); pass row_ids when the fold holds row numbers.")
+        return rows
+    ids = np.asarray(row_ids, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    found = np.searchsorted(ids, rows, sorter=order)
+    found = np.minimum(found, len(ids) - 1)
+    positions = order[found]
+    if len(rows) and not np.array_equal(ids[positions], rows):
+        missing = sorted(set(rows.tolist()) - set(ids.tolist()))[:5]
+        raise DataError(f"the fold names rows that are not in the data (e.g. {missing}); pass the data's row_ids.")
+    return positions

@@ -57,6 +57,12 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _short(value: Any) -> str:
+    """An identity value for a message, compact (JSON for dicts and lists), cut at 120 characters."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":")) if isinstance(value, (dict, list)) else repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def config_fingerprint(config: ModelConfig) -> str:
     dumped = config.model_dump(mode="json", exclude=set(NON_TRAINING_FIELDS))  # search_space, resources: no effect
     canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
@@ -119,9 +125,10 @@ class ExperimentRunner:
 
     def _arithmetic(self, named: NamedConfig) -> dict[str, Any]:
         """Device, threads, precision: what changes the numbers besides the config (``ModelInterface.arithmetic``),
-        for the arguments the fold trains with (under Ray, threads pinned to the task's CPUs)."""
-        arguments = named.arguments if self.remote is None else self.remote.arguments(named)
-        return named.model_class.arithmetic(arguments, self.device)
+        for the arguments and device the fold trains with (under Ray: the task's CPUs and GPUs)."""
+        if self.remote is None:
+            return named.model_class.arithmetic(named.arguments, self.device)
+        return named.model_class.arithmetic(self.remote.arguments(named), self.remote.device(named, self.device))
 
     def _context(self, seed: int, work_dir: Path, extra: list[TrainingCallback] | None = None) -> FitContext:
         return FitContext(seed=seed, work_dir=work_dir, device=self.device, show_progress=self.show_progress,
@@ -148,19 +155,25 @@ class ExperimentRunner:
         run_dir = self.service.run_dir(experiment.experiment_id, named.name, run_type)
         return [k for k in range(len(self.service.folds(experiment, run_type)))
                 if self._completed_fold(run_dir / f"fold_{k}" if run_type is RunType.backtesting else run_dir,
-                                        self._identity(experiment, named, run_type, k), force) is None]
+                                        self._identity(experiment, named, run_type, k), force, named) is None]
 
-    def _completed_fold(self, fold_dir: Path, identity: dict[str, Any], force: bool) -> dict[str, Any] | None:
+    def _completed_fold(self, fold_dir: Path, identity: dict[str, Any], force: bool,
+                        named: NamedConfig | None = None) -> dict[str, Any] | None:
         """The stored result of a finished fold with the same identity, or None if it must be (re)run."""
         record_path = fold_dir / METRICS_FILE
         if force or not record_path.is_file():
             return None
         record = read_json(record_path)
-        if record.get("identity") != identity:
-            changed = sorted(k for k in identity if record.get("identity", {}).get(k) != identity[k])
+        stored = dict(record.get("identity") or {})
+        if "arithmetic" not in stored and named is not None:  # recorded before identities carried it
+            stored["arithmetic"] = named.model_class.arithmetic(named.arguments, None, record.get("runtime") or {})
+        if stored != identity:
+            changed = [f"{k} {_short(stored.get(k))} -> {_short(identity[k])}" for k in identity
+                       if stored.get(k) != identity[k]]
             raise ExperimentError(
-                f"{fold_dir} was produced with different settings ({', '.join(changed)} changed); mixing them "
-                "would make the summary meaningless. Rerun with --force to retrain every fold."
+                f"{fold_dir} was produced with different settings ({'; '.join(changed)}); mixing them would make "
+                "the summary meaningless. Rerun with --force to retrain every fold, or restore the old setting "
+                "(--device; training_arguments.num_threads or precision; under Ray, resources.cpus)."
             )
         return record
 
@@ -216,7 +229,7 @@ class ExperimentRunner:
             for k, fold in enumerate(folds):
                 fold_dir = run_dir / f"fold_{k}" if run_type is RunType.backtesting else run_dir
                 identity = self._identity(experiment, named, run_type, k)
-                done = self._completed_fold(fold_dir, identity, force)
+                done = self._completed_fold(fold_dir, identity, force, named)
                 with self.tracking.fold(f"fold_{k}", {**params, "fold": k, "resumed": done is not None},
                                         run_dir) as tracked:
                     if done is not None:

@@ -48,7 +48,7 @@ def test_encoder_metrics_and_thread_count_do_not_change_with_a_busy_process(cli,
         # The old adaptive default dropped to 1 thread here; the fixed default keeps every core, and says so.
         assert loaded["runtime"]["torch_threads_used"] == [available_cores()]
         assert loaded["identity"]["arithmetic"] == {"device": "cpu", "precision": "fp32",
-                                                    "torch_threads": available_cores()}
+                                                    "torch_threads": available_cores(), "world_size": 1}
         assert loaded["runtime"]["thread_mode"] == "fixed"
 
 
@@ -73,7 +73,28 @@ def test_a_resume_refuses_folds_computed_with_other_arithmetic(cli, small_csv, a
     record["identity"]["arithmetic"] = {"device": "cpu", "precision": "fp32", "torch_threads": 7}
     path.write_text(json.dumps(record))
     result = cli("run-backtesting", "--experiment-id", "a", "--model-config-name", "tfidf_logreg", expect=None)
-    _assert_clean_failure(result, "arithmetic changed", "--force")
+    _assert_clean_failure(result, 'arithmetic {"device":"cpu","precision":"fp32","torch_threads":7} -> {}', "--force")
+
+
+def test_folds_recorded_before_identities_carried_the_arithmetic_still_resume(cli, tmp_path, artifacts):
+    data = write_topic_csv(tmp_path / "topics.csv", 90, seed=4)
+    config = write_tiny_encoder_config(tmp_path / "tiny.json", tmp_path / "bert", training_arguments={"epochs": 1})
+    cli("generate-splits", "--experiment-id", "old", "--input-file", str(data), "--cv-folds", "2")
+    for model in ("tfidf_logreg", str(config)):
+        cli("run-backtesting", "--experiment-id", "old", "--model-config-name", model)
+    for path in (artifacts / "experiments/old/runs").glob("*/backtesting/fold_*/metrics.json"):
+        record = json.loads(path.read_text())
+        del record["identity"]["arithmetic"]  # as an earlier version wrote it
+        path.write_text(json.dumps(record))
+    for model in ("tfidf_logreg", str(config)):
+        result = cli("run-backtesting", "--experiment-id", "old", "--model-config-name", model)
+        assert "already complete" in " ".join(result.output.split())
+    record_path = next((artifacts / "experiments/old/runs/tiny/backtesting").glob("fold_*/metrics.json"))
+    record = json.loads(record_path.read_text())
+    record["runtime"]["torch_threads"] = 5  # ... but one trained with other threads is still refused
+    record_path.write_text(json.dumps(record))
+    result = cli("run-backtesting", "--experiment-id", "old", "--model-config-name", str(config), expect=None)
+    _assert_clean_failure(result, '"torch_threads":5', "num_threads")
 
 
 def test_an_interrupted_force_cannot_bring_old_folds_back(cli, small_csv, artifacts, monkeypatch):

@@ -66,10 +66,13 @@ def test_mixup_mixes_pairs_of_rows_and_their_labels_which_sum_to_one():
     assert torch.equal(again[0], mixed)  # seeded
 
 
-def test_soft_cross_entropy_of_one_hot_labels_is_the_cross_entropy():
+def test_soft_cross_entropy_of_one_hot_labels_is_the_cross_entropy_weighted_or_not():
     logits, targets = torch.randn(6, 3), torch.tensor([0, 1, 2, 2, 1, 0])
     one_hot = torch.nn.functional.one_hot(targets, 3).float()
     assert torch.allclose(soft_cross_entropy(logits, one_hot), torch.nn.functional.cross_entropy(logits, targets))
+    weights = torch.tensor([0.5, 2.0, 3.0])
+    assert torch.allclose(soft_cross_entropy(logits, one_hot, weights),
+                          torch.nn.functional.cross_entropy(logits, targets, weight=weights))
 
 
 def test_the_mixup_head_gives_the_models_own_logits_from_its_last_hidden_states(tiny_bert):
@@ -122,6 +125,7 @@ def test_embedding_quality_on_separated_and_on_mixed_embeddings():
     assert quality == {"k": 5, "recall_at_k": 1.0, "knn_accuracy": 1.0, "n": 30}
     shuffled = embedding_quality(separated, np.random.default_rng(1).permutation(labels), k=5)
     assert shuffled["knn_accuracy"] < 0.8
+    assert embedding_quality(separated, labels, k=5, block=7) == quality  # computed in blocks, the same
 
 
 # --- in a real fit ------------------------------------------------------------------------------------------------

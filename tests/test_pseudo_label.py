@@ -142,6 +142,19 @@ def test_a_fold_never_embeds_or_returns_its_validation_or_test_rows(topics):
         assert len(result.texts) == len(clean)
 
 
+def test_a_fold_of_row_numbers_is_mapped_through_row_ids_so_dropped_rows_shift_nothing(topics):
+    """Experiment folds hold original row numbers; with a dropped row they are not positions."""
+    data = _experiment_rows(topics)
+    row_ids = np.arange(len(data)) + (np.arange(len(data)) >= 10)  # row 10 of the file was empty and dropped
+    fold = Fold(train=row_ids[:200], val=row_ids[200:260], test=row_ids[260:])
+    spy = Spy()
+    fresh, _ = topic_data(60, seed=11)
+    pseudo_label_fold(spy, data, fold, fresh, PseudoLabelSettings(n_clusters=3, min_purity=0.5), row_ids=row_ids)
+    assert sorted(spy.seen) == sorted(list(data.texts[:200]) + fresh)  # the first 200 rows, no held-out one
+    with pytest.raises(DataError, match="not in the data"):
+        pseudo_label_fold(spy, data, Fold(train=np.array([999]), val=row_ids[:1]), fresh, row_ids=row_ids)
+
+
 def test_a_fold_with_only_held_out_texts_in_its_pool_embeds_nothing(topics):
     data = _experiment_rows(topics)
     fold = Fold(train=np.arange(200), val=np.arange(200, 260), test=np.arange(260, 320))

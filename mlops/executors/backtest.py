@@ -48,15 +48,23 @@ class RemoteModel:
 class RemoteFolds:
     """The submitted tasks, by (config name, run type, fold); ``outcome(key)`` waits for one."""
 
-    def __init__(self, cpus: dict[str, float] | None = None) -> None:
+    def __init__(self, sizes: dict[str, dict[str, float]] | None = None) -> None:
         self.refs: dict[tuple[str, str, int], Any] = {}
-        self.cpus = dict(cpus or {})  # per config name: the CPUs of each of its tasks
+        self.sizes = dict(sizes or {})  # per config name: num_cpus and num_gpus of each of its tasks
+
+    def device(self, named: NamedConfig, requested: str | None) -> str | None:
+        """The device a task of ``named`` trains on: the one asked for, else CUDA when it gets a GPU, else CPU."""
+        if requested or named.name not in self.sizes:
+            return requested
+        return "cuda" if self.sizes[named.name].get("num_gpus", 0) > 0 else "cpu"
 
     def arguments(self, named: NamedConfig):
         """The training arguments a task of ``named`` runs with (its threads pinned to the task's CPUs)."""
         from mlops.executors.tasks import pinned_arguments
 
-        return pinned_arguments(named, self.cpus[named.name]) if named.name in self.cpus else named.arguments
+        if named.name not in self.sizes:
+            return named.arguments
+        return pinned_arguments(named, self.sizes[named.name]["num_cpus"])
 
     def outcome(self, key: tuple[str, str, int]) -> FoldOutcome:
         import ray
@@ -102,7 +110,7 @@ def run_configs(runner: ExperimentRunner, experiment_id: str, configs: list[Name
     experiment = runner.service.load_experiment(experiment_id)
     with RayCluster(options.ray_address) as cluster:
         sizes = {named.name: cluster.resources(named.config, named.source) for named in configs}
-        remote = RemoteFolds({name: size["num_cpus"] for name, size in sizes.items()})
+        remote = RemoteFolds(sizes)
         runner.remote = remote  # from here on, fold identities carry the tasks' thread counts
         try:
             pending = {named.name: runner.pending_folds(experiment, named, run_type, force) for named in configs}

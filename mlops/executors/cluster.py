@@ -14,6 +14,7 @@ from typing import Any
 
 from mlops.config import ModelConfig, Resources
 from mlops.errors import ConfigError
+from mlops.runtime import OPENMP_DEFAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +42,13 @@ class RayCluster:
             raise ConfigError("--executor ray needs the ray package; run `uv sync` (or pip install ray).") from None
         if not ray.is_initialized():
             try:
+                # Workers on other machines get the OpenMP defaults the CLI sets here (mlops.runtime).
+                env = {"env_vars": {name: os.environ.get(name, value) for name, value in OPENMP_DEFAULTS.items()}}
                 if self.address:
-                    ray.init(address=self.address, logging_level=logging.WARNING)
+                    ray.init(address=self.address, logging_level=logging.WARNING, runtime_env=env)
                 else:
                     # Ray sizes it to the machine (CPUs, GPUs, and a container's CPU quota).
-                    ray.init(include_dashboard=False, logging_level=logging.WARNING)
+                    ray.init(include_dashboard=False, logging_level=logging.WARNING, runtime_env=env)
             except Exception as exc:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError, ValueError...
                 where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
                 raise ConfigError(f"cannot start or join {where}: {type(exc).__name__}: {exc}") from None

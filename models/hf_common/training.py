@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -157,16 +157,6 @@ class ThreadBudget:
         self.threads = threads
         self.used.add(threads)
         return threads
-
-
-def torch_arithmetic(num_threads: int | str | None, precision: PrecisionChoice, device: str | None) -> dict[str, Any]:
-    """What besides the config changes a torch model's numbers: the device kind, the precision and (on the CPU)
-    the thread count; for a fold's identity (``ModelInterface.arithmetic``)."""
-    from models.hf_common.device import pick_device
-
-    resolved = pick_device(device)
-    return {"device": resolved.split(":")[0], "precision": resolve_precision(precision, resolved)[0],
-            "torch_threads": effective_threads(num_threads) if resolved == "cpu" else None}
 
 
 # --- precision -----------------------------------------------------------------------------------------------

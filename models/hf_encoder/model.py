@@ -24,11 +24,12 @@ from mlops.callbacks import LoopState
 from mlops.config import ModelConfig
 from mlops.errors import ModelError
 from mlops.model_interface import FitContext, ModelInterface, TextDataset
+from models.hf_common.arithmetic import legacy_torch_arithmetic, torch_arithmetic
 from models.hf_common.calibration import calibrate_temperature
 from models.hf_common.resolve import resolve_pretrained
 from models.hf_common.training import (ThreadBudget, autocast, class_weight_vector, keep_freed_memory_for_reuse,
                                        length_sorted_batches, quiet_transformers, resolve_precision,
-                                       token_lengths, torch_arithmetic)
+                                       token_lengths)
 from models.hf_encoder.arguments import HFEncoderTrainingArguments
 from models.hf_encoder.building import load_pretrained, load_saved, set_activation_checkpointing, wrap_lora
 from models.hf_encoder.callbacks import encoder_callbacks
@@ -343,8 +344,10 @@ class HFEncoderClassifier(ModelInterface):
         (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     @classmethod
-    def arithmetic(cls, arguments: HFEncoderTrainingArguments, device: str | None) -> dict[str, Any]:
-        return torch_arithmetic(arguments.num_threads, arguments.precision, device)
+    def arithmetic(cls, arguments: HFEncoderTrainingArguments, device: str | None,
+                   runtime: dict[str, Any] | None = None) -> dict[str, Any]:
+        return legacy_torch_arithmetic(runtime) if runtime is not None else torch_arithmetic(
+            arguments.num_threads, arguments.precision, device)
 
     @classmethod
     def load(cls, directory: Path, config: ModelConfig, *, device: str | None = None) -> HFEncoderClassifier:

@@ -53,11 +53,15 @@ def _beta_sample(alpha: float, n: int, generator):
 
 
 def soft_cross_entropy(logits, soft, class_weights=None):
+    """Cross-entropy against soft labels; with ``class_weights``, normalised like ``F.cross_entropy(weight=)``
+    (by the rows' total weight), so the mixed and the plain loss are on one scale."""
     import torch
 
     log_p = torch.log_softmax(logits.float(), dim=-1)
-    weighted = soft if class_weights is None else soft * class_weights[None, :]
-    return -(weighted * log_p).sum(dim=-1).mean()
+    if class_weights is None:
+        return -(soft * log_p).sum(dim=-1).mean()
+    weighted = soft * class_weights[None, :]
+    return -(weighted * log_p).sum() / weighted.sum().clamp(min=1e-12)
 
 
 def mean_pool(hidden, attention_mask):
@@ -107,19 +111,25 @@ def supcon_loss(embeddings, targets, temperature: float):
     return per_anchor[anchors].mean()
 
 
-def embedding_quality(embeddings: np.ndarray, labels: np.ndarray, k: int) -> dict[str, Any]:
-    """Recall@k (a row's k nearest others hold one of its class) and kNN accuracy (their majority vote)."""
+def embedding_quality(embeddings: np.ndarray, labels: np.ndarray, k: int, block: int = 1024) -> dict[str, Any]:
+    """Recall@k (a row's k nearest others hold one of its class) and kNN accuracy (their majority vote);
+    similarities are computed ``block`` rows at a time, so memory stays at ``block x n``."""
     n = len(labels)
     k = min(k, n - 1)
     if k < 1:
         return {"k": 0, "recall_at_k": None, "knn_accuracy": None, "n": int(n)}
-    similarity = embeddings @ embeddings.T
-    np.fill_diagonal(similarity, -np.inf)
-    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
-    neighbour_labels = labels[nearest]
-    recall = float((neighbour_labels == labels[:, None]).any(axis=1).mean())
-    votes = np.array([np.bincount(row, minlength=labels.max() + 1).argmax() for row in neighbour_labels])
-    return {"k": int(k), "recall_at_k": recall, "knn_accuracy": float((votes == labels).mean()), "n": int(n)}
+    hits = votes_right = 0
+    for start in range(0, n, block):
+        similarity = embeddings[start:start + block] @ embeddings.T
+        rows = np.arange(similarity.shape[0])
+        similarity[rows, start + rows] = -np.inf  # not its own neighbour
+        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        neighbour_labels = labels[nearest]
+        own = labels[start:start + block, None]
+        hits += int((neighbour_labels == own).any(axis=1).sum())
+        votes = np.array([np.bincount(row, minlength=labels.max() + 1).argmax() for row in neighbour_labels])
+        votes_right += int((votes == own[:, 0]).sum())
+    return {"k": int(k), "recall_at_k": hits / n, "knn_accuracy": votes_right / n, "n": int(n)}
 
 
 def classifier_head(model):
