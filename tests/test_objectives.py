@@ -183,3 +183,18 @@ def test_tfidf_class_weight_auto_is_resolved_on_the_training_rows_and_recorded()
     even = TfidfLinearClassifier(config).fit(TextDataset(texts[:12] + texts[40:], ["pos"] * 12 + ["neg"] * 10),
                                              labels=["neg", "pos"])
     assert even.runtime_info()["class_weight"]["class_weight"] is None  # 12 / 10 = 1.2 <= 1.5
+
+
+def test_a_saved_tfidf_model_keeps_its_auto_class_weight_record(tmp_path):
+    from mlops.config import ModelConfig
+    from mlops.model_interface import TextDataset
+    from models.tfidf_linear.model import TfidfLinearClassifier
+
+    config = ModelConfig.model_validate({"module_path": "models.tfidf_linear.model",
+                                         "class_name": "TfidfLinearClassifier",
+                                         "training_arguments": {"class_weight": "auto"}})
+    texts = [f"good film {i}" for i in range(40)] + [f"bad film {i}" for i in range(10)]
+    model = TfidfLinearClassifier(config).fit(TextDataset(texts, ["pos"] * 40 + ["neg"] * 10), labels=["neg", "pos"])
+    (tmp_path / "m").mkdir()
+    model.save(tmp_path / "m")
+    assert TfidfLinearClassifier.load(tmp_path / "m", config).runtime_info() == model.runtime_info()

@@ -155,9 +155,10 @@ class TfidfLinearClassifier(ModelInterface):
             raise ModelError(f"training labels {sorted(unknown)} are not in the label set {self.labels}.")
         self._check_calibration_rows(train)
         class_weight, reason = resolve_class_weight(self.training_arguments.class_weight, self.labels, train.labels)
+        self._class_weight = None  # recorded (and saved) only where auto decided it
         if self.training_arguments.class_weight == "auto":
             logger.info("class weights: %s (%s)", class_weight or "none", reason)
-        self._class_weight = {"class_weight": class_weight, "reason": reason}
+            self._class_weight = {"class_weight": class_weight, "reason": reason}
         pipeline = self._build_pipeline(self.training_arguments.model_copy(update={"class_weight": class_weight}),
                                         context.seed)
         texts = _joined_texts(train)
@@ -281,7 +282,8 @@ class TfidfLinearClassifier(ModelInterface):
         except ValueError as exc:
             raise ModelError(f"this TF-IDF model cannot be saved in the pickle-free format: {exc}.") from None
         save_file(arrays, str(directory / WEIGHTS_FILE))
-        meta.update(labels=self.labels, search_result=self.search_result, calibration=self._calibration)
+        meta.update(labels=self.labels, search_result=self.search_result, calibration=self._calibration,
+                    class_weight=self._class_weight)
         (directory / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
 
     @classmethod
@@ -301,4 +303,5 @@ class TfidfLinearClassifier(ModelInterface):
         model.labels = list(meta["labels"])
         model.search_result = meta.get("search_result")
         model._calibration = meta.get("calibration")
+        model._class_weight = meta.get("class_weight")
         return model
