@@ -86,6 +86,26 @@ def test_the_mixup_head_gives_the_models_own_logits_from_its_last_hidden_states(
         assert torch.allclose(classifier_head(model)(outputs.hidden_states[-1]), outputs.logits, atol=1e-6)
 
 
+
+TINY = {"vocab_size": 99, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+        "max_position_embeddings": 64, "num_labels": 3}
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "xlm-roberta", "camembert", "mpnet", "electra", "distilbert",
+                                  "deberta", "deberta-v2"])
+def test_the_mixup_head_matches_every_supported_model_type(kind):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    extra = {"dim": 16, "n_layers": 1, "n_heads": 2, "hidden_dim": 32} if kind == "distilbert" else {}
+    config = AutoConfig.for_model(kind, **TINY, **extra)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    input_ids = torch.randint(5, 99, (2, 7))
+    with torch.no_grad():
+        outputs = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_hidden_states=True)
+        assert torch.allclose(classifier_head(model)(outputs.hidden_states[-1]), outputs.logits, atol=1e-6)
+
+
 # --- SupCon -------------------------------------------------------------------------------------------------------
 def _naive_supcon(z: torch.Tensor, y: torch.Tensor, t: float) -> torch.Tensor:
     terms = []
