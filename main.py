@@ -346,6 +346,9 @@ def tune(
                                      "(default: train on it, score on its val split).")] = None,
     pruner: Annotated[PrunerOption, typer.Option("--pruner", help="Stop bad trials early (encoders report every "
                                                                   "epoch).")] = PrunerOption.median,
+    nested: Annotated[bool, typer.Option(
+        "--nested", help="Also tune inside each backtesting fold (a study per fold, on its train split only), so "
+                         "the tuned config's backtest is honest (nested CV); costs (folds + 1) x --n-trials.")] = False,
     fmt: Format = OutputFormat.table,
     executor: Executor = ExecutorOption.local,
     ray_address: RayAddress = None,
@@ -359,7 +362,7 @@ def tune(
 
     options = TuneOptions(n_trials=n_trials, timeout=timeout, study_name=study_name, storage=storage,
                           inner_folds=inner_folds, pruner=pruner.value, executor=executor.value,
-                          ray_address=ray_address, ray_shared_data=ray_shared_data)
+                          ray_address=ray_address, ray_shared_data=ray_shared_data, nested=nested)
     result = _application(artifacts_dir, device, allow_external_models).tune(experiment_id, model_config_name, options)
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
@@ -372,10 +375,17 @@ def tune(
         if result.best_config_path is not None:
             out.print(f"Best: trial {result.best_trial}, validation macro-F1 {result.best_value:.4f}, "
                       f"{json.dumps(result.best_params)}")
+            for fold in result.folds:
+                out.print(f"Backtesting fold {fold['fold'] + 1}: study {fold['study_name']}, ran "
+                          f"{fold['trials_run_now']} now, best validation macro-F1 "
+                          f"{_cell(fold['best_value'])}, {json.dumps(fold['best_params'])}")
             name = result.best_config_path.stem
+            backtest = ("its backtest trains each fold with that fold's own best values, chosen without the fold's "
+                        "test rows, so it is an honest estimate of tuning plus training" if result.folds else
+                        "the backtest folds' test rows were among the trials' training rows, so its backtest is "
+                        "optimistic (--nested tunes inside each fold)")
             out.print(f"Tuned config: [bold]{result.best_config_path}[/] (--model-config-name {name}). The trials "
-                      "never saw the hold-out: `cli estimate-performance` on it is the honest figure; the backtest "
-                      "folds' test rows were among the trials' training rows, so its backtest is somewhat optimistic.")
+                      f"never saw the hold-out: `cli estimate-performance` on it is an honest figure; {backtest}.")
 
 
 @app.command("estimate-performance")
@@ -727,6 +737,9 @@ def compare_models_command(
                           "P(equal)": row["prob_rope"], "P(worse)": row["prob_worse"]})
         shown.append(cells)
     _emit(shown, OutputFormat.table, title)
+    for row in rows:
+        if row.get("caveat"):
+            out.print(f"[yellow]{row['model']}: {row['caveat']}[/]")
     base = rows[0]["baseline"]
     if single:
         out.print(f"diff = model - baseline ({base}) {metric.value} on the one shared test split; b, c: test rows only "

@@ -62,8 +62,26 @@ class Resources(BaseModel):
     gpus: float | None = Field(default=None, ge=0)
 
 
+class TuningRecord(BaseModel):
+    """Where a tuned config came from (``cli tune`` writes it): the study, and which rows its trials trained on.
+
+    ``nested`` False: every value was chosen by trials on the experiment's estimate train split, which holds the
+    backtesting folds' test rows, so a backtest of the config on that experiment is optimistic. ``nested`` True:
+    ``fold_training_arguments`` holds each backtesting fold's own values, chosen without that fold's test rows.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    study: str
+    storage: str
+    experiment_id: str
+    nested: bool = False
+    best_trial: int | None = None
+    best_value: float | None = None
+
+
 #: Config fields that do not change what a fold trains, left out of a run's config fingerprint.
-NON_TRAINING_FIELDS = frozenset({"search_space", "resources"})
+NON_TRAINING_FIELDS = frozenset({"search_space", "resources", "tuning"})
 
 
 class ModelConfig(BaseModel):
@@ -80,6 +98,10 @@ class ModelConfig(BaseModel):
     search_space: dict[str, SearchDistribution] | None = Field(
         default=None, description="per training argument, the distribution `cli tune` samples it from")
     resources: Resources | None = None
+    fold_training_arguments: dict[int, dict[str, Any]] | None = Field(
+        default=None, description="per backtesting fold (0, 1, ...), training-argument values that replace the "
+                                  "config's in that fold (written by `cli tune --nested`)")
+    tuning: TuningRecord | None = None
 
     @field_validator("module_path")
     @classmethod
@@ -87,6 +109,30 @@ class ModelConfig(BaseModel):
         if not value or any(not part.isidentifier() for part in value.split(".")):
             raise ValueError(f"expected a dotted Python module path like 'models.tfidf_linear.model', found {value!r}")
         return value
+
+
+def backtest_caveat(config: ModelConfig, experiment_id: str) -> str | None:
+    """Why a backtest of ``config`` on ``experiment_id`` is optimistic, or None: a config tuned (not nested) on
+    that experiment had its values chosen by trials that trained on the backtesting folds' test rows."""
+    tuning = config.tuning
+    if tuning is None or tuning.experiment_id != experiment_id or config.fold_training_arguments:
+        return None
+    return (f"optimistic: tuned by study '{tuning.study}', whose trials trained on these folds' test rows; "
+            "`cli tune --nested` tunes inside each fold for an honest backtest")
+
+
+#: Fields added after runs and studies were first recorded: left out of fingerprints while unset, so those
+#: records still match.
+LATER_FIELDS = ("fold_training_arguments", "tuning")
+
+
+def identity_dump(config: ModelConfig, exclude: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """``config`` as JSON data for a fingerprint: without ``exclude``, nor the later fields while they are unset."""
+    dumped = config.model_dump(mode="json", exclude=set(exclude))
+    for key in LATER_FIELDS:
+        if dumped.get(key, 0) is None:
+            del dumped[key]
+    return dumped
 
 
 def format_validation_error(error: ValidationError) -> str:

@@ -7,10 +7,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from mlops.artifacts import MODEL_FILE
+from mlops.config import ModelConfig, backtest_caveat
 from mlops.errors import ExperimentError, MlopsError
-from mlops.experiment_service import (FINAL_RECORD_FILE, METRICS_FILE, PREDICTIONS_FILE, SUMMARY_FILE, Experiment,
-                                      ExperimentService, RunType)
+from mlops.experiment_service import (FINAL_RECORD_FILE, METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, SUMMARY_FILE,
+                                      Experiment, ExperimentService, RunType)
 from mlops.io import read_json
 from mlops.statistics import (bayesian_correlated_ttest, corrected_resampled_ttest, discordant_pairs,
                               mcnemar_exact_p_value)
@@ -157,6 +160,7 @@ def _ranked_rows(service: ExperimentService, experiment: Experiment, run_type: R
         summary = read_json(summary_path)
         rows.append({
             "model": name,
+            "caveat": _caveat(service, experiment_id, name, run_type),
             "n_folds": summary["n_folds"],
             "macro_f1_mean": summary["macro_f1"]["mean"],
             "macro_f1_std": summary["macro_f1"]["std"],
@@ -174,6 +178,18 @@ def _ranked_rows(service: ExperimentService, experiment: Experiment, run_type: R
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
     return rows
+
+
+def _caveat(service: ExperimentService, experiment_id: str, name: str, run_type: RunType) -> str | None:
+    """Why this run's scores are optimistic (a config tuned on this experiment's folds' test rows), or None."""
+    path = service.run_dir(experiment_id, name, run_type) / RUN_FILE
+    if run_type is not RunType.backtesting or not path.is_file():
+        return None
+    try:
+        config = ModelConfig.model_validate(read_json(path)["config"])
+    except (ValidationError, KeyError, TypeError):  # a run record of another version: no tuning record to read
+        return None
+    return backtest_caveat(config, experiment_id)
 
 
 def _command(run_type: RunType) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from mlops.artifacts import MANIFEST_FILE, MODEL_FILE, write_model_descriptor
 from mlops.callbacks import TrainingCallback
-from mlops.config import NON_TRAINING_FIELDS, ModelConfig
+from mlops.config import NON_TRAINING_FIELDS, ModelConfig, backtest_caveat, identity_dump
 from mlops.errors import ExperimentError, MlopsError
 from mlops.experiment_service import (FINAL_RECORD_FILE, METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, SUMMARY_FILE,
                                       Experiment, ExperimentService, RunType, dataset_at)
@@ -64,7 +64,7 @@ def _short(value: Any) -> str:
 
 
 def config_fingerprint(config: ModelConfig) -> str:
-    dumped = config.model_dump(mode="json", exclude=set(NON_TRAINING_FIELDS))  # search_space, resources: no effect
+    dumped = identity_dump(config, NON_TRAINING_FIELDS)  # search_space, resources, tuning: no effect on a fold
     canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -182,6 +182,8 @@ class ExperimentRunner:
         """Train and score one fold, write its folder, and return its record (metrics, timings...)."""
         n_folds = len(self.service.folds(experiment, run_type))
         train, val, test = (dataset_at(data, rows) for rows in (fold.train, fold.val, fold.test))
+        if run_type is RunType.backtesting:
+            named = named.for_backtesting_fold(k)
         logger.info("%s fold %d/%d: training %s on %d rows (val %d), scoring %d rows", run_type.value, k + 1,
                     n_folds, named.name, len(train), len(val), len(test))
         try:
@@ -218,6 +220,8 @@ class ExperimentRunner:
         if self.writes:  # what a killed run left (scratch of dead processes) goes before anything new is written
             remove_stale_scratch(run_dir)
         self.service.verify_input(experiment)  # even when every fold is reused
+        if run_type is RunType.backtesting:
+            self._check_tuning(experiment, named, len(folds))
         if force and self.writes:  # nothing of the old run may stand, nor come back if this one is interrupted
             self._discard_results(run_dir, run_type)
         data, load_s = None, 0.0
@@ -255,6 +259,18 @@ class ExperimentRunner:
             write_json(run_dir / RUN_FILE, self._run_record(experiment, named, run_type, resumed, timings))
             write_json(run_dir / SUMMARY_FILE, summary)
         return RunResult(experiment.experiment_id, named.name, run_type, run_dir, fold_metrics, summary, resumed, timings)
+
+    @staticmethod
+    def _check_tuning(experiment: Experiment, named: NamedConfig, n_folds: int) -> None:
+        """Per-fold tuned values must match the experiment's folds; a backtest on the tuning's own rows is flagged."""
+        per_fold = named.config.fold_training_arguments
+        if per_fold and sorted(per_fold) != list(range(n_folds)):
+            raise ExperimentError(
+                f"{named.source} has fold_training_arguments for backtesting folds {sorted(per_fold)}, but experiment "
+                f"{experiment.experiment_id!r} has {n_folds} fold(s); they were tuned on other splits. Run `cli tune "
+                f"--nested` on this experiment, or remove fold_training_arguments.")
+        if caveat := backtest_caveat(named.config, experiment.experiment_id):
+            logger.warning("%s: %s", named.name, caveat)
 
     @staticmethod
     def _discard_results(run_dir: Path, run_type: RunType) -> None:

@@ -39,13 +39,19 @@ def test_ray_and_local_executors_give_the_same_folds_for_tfidf(cli, small_csv, t
     columns = ("--text-column", "Sentence", "--target-column", "Sentiment")
     for root in (local, ray):
         _split(cli, small_csv, root, 3, *columns)
-    models = ("--model-config-name", "tfidf_logreg", "--model-config-name", "tfidf_svm")
+    per_fold = tmp_path / "per_fold.json"  # as `tune --nested` writes: each fold trains with its own values
+    per_fold.write_text(json.dumps({
+        "module_path": "models.tfidf_linear.model", "class_name": "TfidfLinearClassifier",
+        "training_arguments": {"C": 1.0, "char_ngram_range": None},
+        "fold_training_arguments": {"0": {"C": 0.05}, "1": {"C": 20.0}, "2": {"word_ngram_range": [1, 1]}}}))
+    models = ("--model-config-name", "tfidf_logreg", "--model-config-name", "tfidf_svm",
+              "--model-config-name", str(per_fold))
     cli("run-backtesting", "--experiment-id", "x", *models, artifacts_dir=local)
     cli("run-backtesting", "--experiment-id", "x", *models, "--executor", "ray", artifacts_dir=ray)
-    for config in ("tfidf_logreg", "tfidf_svm"):
+    for config in ("tfidf_logreg", "tfidf_svm", "per_fold"):
         _assert_same_runs(local, ray, config, 3)
     again = cli("run-backtesting", "--experiment-id", "x", *models, "--executor", "ray", artifacts_dir=ray)
-    assert again.output.count("Reused completed folds [1, 2, 3]") == 2
+    assert again.output.count("Reused completed folds [1, 2, 3]") == 3
     shared = cli("run-backtesting", "--experiment-id", "x", "--model-config-name", "tfidf_logreg", "--force",
                  "--executor", "ray", "--ray-shared-data", artifacts_dir=ray)
     assert "Reused" not in shared.output

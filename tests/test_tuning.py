@@ -45,7 +45,8 @@ def fits(monkeypatch):
     real_fit = TfidfLinearClassifier.fit
 
     def spy(self, train, val=None, **kwargs):
-        calls.append({"train": list(train.texts), "val": list(val.texts) if val is not None else []})
+        calls.append({"train": list(train.texts), "val": list(val.texts) if val is not None else [],
+                      "arguments": self.training_arguments.model_dump(mode="json")})
         return real_fit(self, train, val, **kwargs)
 
     monkeypatch.setattr(TfidfLinearClassifier, "fit", spy)
@@ -169,6 +170,100 @@ def test_a_config_without_search_space_says_how_to_add_one(cli, experiment, tmp_
     path = tmp_path / "plain.json"
     path.write_text(json.dumps({"module_path": "models.tfidf_linear.model", "class_name": "TfidfLinearClassifier"}))
     assert "has no search_space" in _tune(cli, path, expect=2).output
+
+
+# --- nested tuning: a study per backtesting fold, and an honest backtest of the tuned config ------------------
+
+
+def _texts(data, rows) -> set[str]:
+    return {normalise_text(t) for t in data.frame.loc[rows, "text"]}
+
+
+def test_nested_tuning_never_sees_a_folds_test_rows_and_its_backtest_uses_each_folds_values(
+        cli, experiment, tmp_path, artifacts, fits):
+    service = ExperimentService(artifacts)
+    loaded = service.load_experiment("t")
+    data = service.load_data(loaded)
+    holdout = _texts(data, loaded.plan.holdout_test)
+    result = _tune(cli, _config(tmp_path / "n.json"), "--n-trials", "2", "--nested")
+    assert [f["fold"] for f in result["folds"]] == [0, 1, 2]
+    assert [f["study_name"] for f in result["folds"]] == ["n_fold0", "n_fold1", "n_fold2"]
+    assert len(fits) == 2 + 3 * 2, "the estimate study, then 2 trials per fold"
+    for k, fold in enumerate(loaded.plan.backtesting):
+        forbidden = holdout | _texts(data, fold.test)
+        for call in fits[2 + 2 * k: 4 + 2 * k]:
+            seen = {normalise_text(t) for t in call["train"] + call["val"]}
+            assert seen and not seen & forbidden, f"a fold {k} trial saw that fold's test or hold-out rows"
+            assert seen <= _texts(data, fold.train) | _texts(data, fold.val)
+
+    tuned = json.loads(Path(result["best_config_path"]).read_text())
+    assert tuned["tuning"]["nested"] is True and tuned["tuning"]["study"] == "n"
+    per_fold = {int(k): v for k, v in tuned["fold_training_arguments"].items()}
+    assert per_fold == {f["fold"]: f["best_params"] for f in result["folds"]}
+    fits.clear()
+    cli("run-backtesting", "--experiment-id", "t", "--model-config-name", "n_tuned")
+    assert len(fits) == 3
+    for k, call in enumerate(fits):  # fold k trains with its own study's best values
+        for name, value in per_fold[k].items():
+            assert call["arguments"][name] == value
+    rows = json.loads(cli("compare-models", "--experiment-id", "t", "--format", "json").stdout)
+    assert rows[0]["caveat"] is None
+
+    # Fold 1 of the nested backtest is exactly a plain config with fold 1's values, trained on fold 1.
+    plain = _config(tmp_path / "fold1_values.json", None, **per_fold[1])
+    cli("run-backtesting", "--experiment-id", "t", "--model-config-name", str(plain))
+    runs = artifacts / "experiments" / "t" / "runs"
+    nested_fold = json.loads((runs / "n_tuned/backtesting/fold_1/metrics.json").read_text())["metrics"]
+    plain_fold = json.loads((runs / "fold1_values/backtesting/fold_1/metrics.json").read_text())["metrics"]
+    assert nested_fold["macro_f1"] == plain_fold["macro_f1"] and nested_fold["accuracy"] == plain_fold["accuracy"]
+
+
+def test_a_backtest_of_a_config_tuned_on_the_same_folds_is_flagged_optimistic(cli, experiment, tmp_path, artifacts):
+    _tune(cli, _config(tmp_path / "o.json"), "--n-trials", "2")
+    backtest = cli("run-backtesting", "--experiment-id", "t", "--model-config-name", "o_tuned")
+    assert "optimistic" in backtest.output
+    cli("run-backtesting", "--experiment-id", "t", "--model-config-name", str(_config(tmp_path / "p.json")))
+    rows = {r["model"]: r for r in json.loads(cli("compare-models", "--experiment-id", "t", "--format",
+                                                  "json").stdout)}
+    assert "optimistic" in rows["o_tuned"]["caveat"] and "--nested" in rows["o_tuned"]["caveat"]
+    assert rows["p"]["caveat"] is None
+    assert "o_tuned: optimistic" in cli("compare-models", "--experiment-id", "t").output
+    cli("report", "--experiment-id", "t", "--format", "md")
+    report = (artifacts / "experiments/t/reports/report.md").read_text()
+    assert "o_tuned: optimistic" in report
+    estimate = cli("estimate-performance", "--experiment-id", "t", "--model-config-name", "o_tuned")
+    assert "optimistic" not in estimate.output, "the hold-out estimate of a tuned config is honest"
+
+
+def test_per_fold_values_for_other_folds_or_of_the_wrong_type_are_refused(cli, experiment, tmp_path, fits):
+    path = _config(tmp_path / "f.json", None)
+    config = json.loads(path.read_text())
+    config["fold_training_arguments"] = {"0": {"C": 2.0}, "1": {"C": 3.0}}  # the experiment has 3 folds
+    path.write_text(json.dumps(config))
+    refused = cli("run-backtesting", "--experiment-id", "t", "--model-config-name", str(path), expect=3)
+    assert "folds [0, 1]" in refused.output and "has 3 fold(s)" in refused.output and "--nested" in refused.output
+    config["fold_training_arguments"] = {"0": {"C": "lots"}, "1": {}, "2": {}}
+    path.write_text(json.dumps(config))
+    bad = cli("run-backtesting", "--experiment-id", "t", "--model-config-name", str(path), expect=2)
+    assert "fold_training_arguments[0]" in bad.output and "C" in bad.output
+    assert fits == []
+
+
+def test_configs_recorded_before_per_fold_values_keep_their_fingerprints():
+    """Runs and studies recorded before fold_training_arguments and tuning existed must still resume."""
+    from mlops.runner import config_fingerprint
+    from mlops.tuning.study import search_identity
+
+    config = ModelConfig.model_validate({
+        "module_path": "models.tfidf_linear.model", "class_name": "TfidfLinearClassifier", "description": "fixed",
+        "training_arguments": {"C": 2.0, "class_weight": "auto"},
+        "search_space": {"C": {"type": "loguniform", "low": 0.1, "high": 20.0}}})
+    # Both printed for this config by the code before those fields existed (commit a79661f).
+    assert config_fingerprint(config) == "f49cf373bcc1bb21e7f51f9247b2fb0de5b034be61607272659870c78db57927"
+    identity = search_identity({"experiment_id": "e", "input_sha256": "x", "split_parameters": {}},
+                               config.model_dump(mode="json"), None)
+    assert identity["config_sha256"] == "87959c958b164ef1bc7f5bf5db03d8715916f6ba43a965da0c511082cb5624e6"
+    assert "backtesting_fold" not in identity
 
 
 # --- encoders report every epoch to the pruner ------------------------------------------------------------------

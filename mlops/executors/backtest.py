@@ -139,7 +139,8 @@ def _submit(runner: ExperimentRunner, cluster, experiment, configs: list[NamedCo
     for named in configs:
         for k in pending[named.name]:
             fold = folds[k]
-            spec = {"config": named.config.model_dump(mode="json"), "name": named.name, "source": named.source,
+            trains = named.for_backtesting_fold(k) if run_type is RunType.backtesting else named
+            spec = {"config": trains.config.model_dump(mode="json"), "name": named.name, "source": named.source,
                     "allow_external": True,  # the driver already checked the module (trusted, or allowed)
                     "seed": experiment.seed,
                     "device": runner.device, "labels": experiment.labels, "cpus": sizes[named.name]["num_cpus"],

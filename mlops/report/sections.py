@@ -72,6 +72,9 @@ def comparison_section(view: ExperimentView, comparison: list[dict[str, Any]] | 
                                     "Backtesting, ranked by mean macro-F1"))
         if note:
             section.blocks.append(Text(note, note=True))
+        for row in comparison:
+            if row.get("caveat"):
+                section.blocks.append(Text(f"{row['model']}: {row['caveat']}.", note=True))
         scores = {row["model"]: row["macro_f1_per_fold"] for row in comparison}
         section.blocks.append(Image("fold_scores", plots.fold_scores(scores, "macro-F1"), "macro-F1 per fold"))
     else:

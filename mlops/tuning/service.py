@@ -5,6 +5,12 @@ loaded (``load_if_exists``), so an interrupted tune resumes and runs only the tr
 ``--n-trials`` (complete and pruned trials count; failed ones are run again). The best trial's values are
 written as ``<experiment>/tuned/<config>_tuned.json``, which ``--model-config-name <config>_tuned`` names
 within the experiment.
+
+Trials train on the estimate's train split, which never holds a hold-out row but, in cv, does hold every
+backtesting fold's test rows: a backtest of that config on the same experiment is optimistic, and is flagged so.
+``--nested`` also runs one study per backtesting fold on that fold's own train split; the tuned config then carries
+each fold's best values (``fold_training_arguments``), which its backtest uses, so that backtest scores the whole
+tune-then-train procedure on rows no trial saw (nested cross-validation).
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlops.config import TuningRecord
 from mlops.errors import ConfigError
-from mlops.experiment_service import ExperimentService
+from mlops.experiment_service import Experiment, ExperimentService
 from mlops.io import check_plain_name, write_json
 from mlops.plugins import NamedConfig, resolve
 from mlops.search_space import decode, suggest
@@ -39,6 +46,7 @@ class TuneOptions:
     executor: str = "local"
     ray_address: str | None = None
     ray_shared_data: bool = False
+    nested: bool = False  # also one study per backtesting fold, for an honest backtest of the tuned config
 
 
 @dataclass
@@ -54,6 +62,7 @@ class TuneResult:
     best_params: dict[str, Any] | None
     best_config_path: Path | None
     trials: list[dict[str, Any]] = field(default_factory=list)
+    folds: list[dict[str, Any]] = field(default_factory=list)  # --nested: one study per backtesting fold
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "best_config_path": None if self.best_config_path is None
@@ -68,8 +77,7 @@ class TuningService:
 
     def tune(self, experiment_id: str, named: NamedConfig, options: TuneOptions) -> TuneResult:
         experiment = self.service.load_experiment(experiment_id)
-        space = named.config.search_space
-        if not space:
+        if not named.config.search_space:
             raise ConfigError(
                 f"{named.source} has no search_space to tune; add one, e.g. \"search_space\": {{\"learning_rate\": "
                 "{\"type\": \"loguniform\", \"low\": 1e-5, \"high\": 1e-4}}.")
@@ -81,29 +89,48 @@ class TuningService:
         else:
             self.service.tuning_dir(experiment_id).mkdir(parents=True, exist_ok=True)
             url = sqlite_url(self.service.tuning_dir(experiment_id) / f"{study_name}.db")
-        identity = search_identity(experiment.info, named.config.model_dump(mode="json"), options.inner_folds)
         quiet_optuna()
+        loaded: list = []
+
+        def data():
+            if not loaded:
+                loaded.append(self.service.load_data(experiment))
+            return loaded[0]
+
+        study, run_now = self._run_study(experiment, named, options, study_name, url, data, fold=None)
+        fold_studies = []
+        if options.nested:
+            for k in range(len(experiment.plan.backtesting)):
+                fold_study, fold_run = self._run_study(experiment, named, options, f"{study_name}_fold{k}", url,
+                                                       data, fold=k)
+                fold_studies.append((k, fold_study, fold_run))
+        return self._result(experiment_id, named, study, study_name, url, options, run_now, fold_studies)
+
+    def _run_study(self, experiment: Experiment, named: NamedConfig, options: TuneOptions, study_name: str, url: str,
+                   data, fold: int | None):
+        """Open (or resume) one study and run its missing trials: on the estimate's rows, or on backtesting
+        ``fold``'s (never that fold's test rows). Returns the study and how many trials ran now."""
+        identity = search_identity(experiment.info, named.config.model_dump(mode="json"), options.inner_folds, fold)
         study = open_study(study_name, url, seed=experiment.seed, pruner=options.pruner, identity=identity)
         before = len(study.trials)
         remaining = options.n_trials - finished_trials(study)
+        rows = "the estimate's train split" if fold is None else f"backtesting fold {fold + 1}'s train split"
         if remaining <= 0:
             logger.info("study %s already has %d finished trials (--n-trials %d); none to run", study_name,
                         finished_trials(study), options.n_trials)
-        else:
-            logger.info("study %s (%s): running %d of %d trials (%d already finished)", study_name, shown_url(url),
-                        remaining, options.n_trials, finished_trials(study))
-            data = self.service.load_data(experiment)
-            spec = TrialSpec(config=named.config.model_dump(mode="json"), name=named.name, source=named.source,
-                             allow_external=self.allow_external, seed=experiment.seed,
-                             device=self.device, labels=experiment.labels,
-                             splits=trial_splits(experiment, data, options.inner_folds))
-            if options.executor == "ray":
-                from mlops.executors.trials import optimize_on_ray
+            return study, 0
+        logger.info("study %s (%s): running %d of %d trials on %s (%d already finished)", study_name, shown_url(url),
+                    remaining, options.n_trials, rows, finished_trials(study))
+        spec = TrialSpec(config=named.config.model_dump(mode="json"), name=named.name, source=named.source,
+                         allow_external=self.allow_external, seed=experiment.seed, device=self.device,
+                         labels=experiment.labels, splits=trial_splits(experiment, data(), options.inner_folds, fold))
+        if options.executor == "ray":
+            from mlops.executors.trials import optimize_on_ray
 
-                optimize_on_ray(study, spec, data, experiment, remaining=remaining, options=options, url=url)
-            else:
-                self._optimize_here(study, spec, space, data, remaining, options)
-        return self._result(experiment_id, named, study, study_name, url, options, len(study.trials) - before)
+            optimize_on_ray(study, spec, data(), experiment, remaining=remaining, options=options, url=url)
+        else:
+            self._optimize_here(study, spec, named.config.search_space, data(), remaining, options)
+        return study, len(study.trials) - before
 
     @staticmethod
     def _optimize_here(study, spec: TrialSpec, space, data, remaining: int, options: TuneOptions) -> None:
@@ -124,29 +151,48 @@ class TuningService:
                        callbacks=[optuna.study.MaxTrialsCallback(options.n_trials, states=states)])
 
     def _result(self, experiment_id: str, named: NamedConfig, study, study_name: str, url: str,
-                options: TuneOptions, run_now: int) -> TuneResult:
+                options: TuneOptions, run_now: int, fold_studies: list[tuple[int, Any, int]]) -> TuneResult:
         space = named.config.search_space
         rows = trial_rows(study, lambda params: decode(space, params))
-        complete = [t for t in study.trials if t.state.name == "COMPLETE"]
         result = TuneResult(experiment_id, named.name, study_name, shown_url(url), options.n_trials, run_now,
                             None, None, None, None, rows)
-        if not complete:
+        per_fold: dict[int, dict[str, Any]] = {}
+        for k, fold_study, fold_run in fold_studies:
+            best = _best(fold_study)
+            result.folds.append({"fold": k, "study_name": fold_study.study_name, "trials_run_now": fold_run,
+                                 "trials_finished": finished_trials(fold_study),
+                                 "best_trial": None if best is None else best.number,
+                                 "best_value": None if best is None else best.value,
+                                 "best_params": None if best is None else decode(space, best.params)})
+            if best is not None:
+                per_fold[k] = decode(space, best.params)
+        best = _best(study)
+        if best is None:
             logger.warning("no trial of study %s has completed; no tuned config written", study_name)
             return result
-        best = study.best_trial
+        if fold_studies and len(per_fold) < len(fold_studies):
+            logger.warning("some fold studies have no completed trial, so the tuned config gets no per-fold values "
+                           "and its backtest stays optimistic; rerun with more --n-trials")
+            per_fold = {}
         result.best_trial, result.best_value = best.number, best.value
         result.best_params = decode(space, best.params)
-        result.best_config_path = self._write_tuned(experiment_id, named, study_name, url, best, result.best_params)
+        result.best_config_path = self._write_tuned(experiment_id, named, study_name, url, best, result.best_params,
+                                                    per_fold)
         return result
 
     def _write_tuned(self, experiment_id: str, named: NamedConfig, study_name: str, url: str, best,
-                     params: dict) -> Path:
-        """The best trial's config, written atomically; unchanged while the best trial is (so its runs resume)."""
+                     params: dict, per_fold: dict[int, dict[str, Any]]) -> Path:
+        """The best trial's config (and with --nested each fold's best values), written atomically; unchanged
+        while the best trials are (so its runs resume)."""
         base = named.config
+        nested = f", and per backtesting fold by studies {study_name}_fold0..{len(per_fold) - 1}" if per_fold else ""
         description = (f"{base.description + ' ' if base.description else ''}[tuned by study '{study_name}' "
                        f"({shown_url(url)}): trial {best.number}, validation macro-F1 "
-                       f"{best.value:.4f}, experiment {experiment_id}]")
+                       f"{best.value:.4f}, experiment {experiment_id}{nested}]")
+        tuning = TuningRecord(study=study_name, storage=shown_url(url), experiment_id=experiment_id,
+                              nested=bool(per_fold), best_trial=best.number, best_value=best.value)
         config = base.model_copy(update={"training_arguments": {**base.training_arguments, **params},
+                                         "fold_training_arguments": per_fold or None, "tuning": tuning,
                                          "search_space": None, "description": description})
         name = f"{named.name}{TUNED_SUFFIX}"
         resolve(config, name=name, source=f"the tuned {name}", allow_external=self.allow_external)  # loads as written
@@ -154,8 +200,16 @@ class TuningService:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             logger.info("replacing %s with the study's current best", path)
-        write_json(path, config.model_dump(mode="json", exclude={"search_space"}))
+        dumped = config.model_dump(mode="json", exclude={"search_space"})
+        if not per_fold:
+            dumped.pop("fold_training_arguments")
+        write_json(path, dumped)
         return path
+
+
+def _best(study):
+    """The study's best complete trial, or None."""
+    return study.best_trial if any(t.state.name == "COMPLETE" for t in study.trials) else None
 
 
 def quiet_optuna() -> None:

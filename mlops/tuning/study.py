@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from mlops.config import LATER_FIELDS
 from mlops.errors import ConfigError, ExperimentError
 
 logger = logging.getLogger(__name__)
@@ -57,14 +58,20 @@ def make_storage(url: str):
                           "URL Optuna accepts to --storage (sqlite:///path.db, postgresql://...).") from None
 
 
-def search_identity(experiment_info: dict[str, Any], config_dump: dict[str, Any], inner_folds: int | None) -> dict:
+def search_identity(experiment_info: dict[str, Any], config_dump: dict[str, Any], inner_folds: int | None,
+                    fold: int | None = None) -> dict:
     """What a study's trials depend on: the data, the splits, the config (without its description) and how
-    trials are scored. A study made for other values is refused rather than mixed."""
-    config = {k: v for k, v in config_dump.items() if k not in ("description", "resources")}
+    trials are scored: on the estimate's train split, or (``fold``) on that backtesting fold's. A study made for
+    other values is refused rather than mixed."""
+    config = {k: v for k, v in config_dump.items()
+              if k not in ("description", "resources") and not (k in LATER_FIELDS and v is None)}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    return {"experiment_id": experiment_info["experiment_id"], "input_sha256": experiment_info["input_sha256"],
-            "split_parameters": experiment_info["split_parameters"], "config_sha256": digest,
-            "inner_folds": inner_folds or None}
+    identity = {"experiment_id": experiment_info["experiment_id"], "input_sha256": experiment_info["input_sha256"],
+                "split_parameters": experiment_info["split_parameters"], "config_sha256": digest,
+                "inner_folds": inner_folds or None}
+    if fold is not None:  # absent for estimate studies, as before nested tuning existed
+        identity["backtesting_fold"] = fold
+    return identity
 
 
 def open_study(study_name: str, url: str, *, seed: int, pruner: str, identity: dict[str, Any]):

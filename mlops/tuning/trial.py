@@ -1,8 +1,8 @@
 """One trial of a study: the config with the sampled values, trained and scored on rows the hold-out never enters.
 
-A trial trains on the estimate stage's train split and is scored by macro-F1 on its validation split, or on
-``inner_folds`` stratified folds of that train split (leakage groups kept whole). The global hold-out is
-never among those rows. The same ``evaluate_trial`` runs in this process or in a Ray task.
+A trial trains on the estimate stage's train split (or, for ``tune --nested``, a backtesting fold's) and is
+scored by macro-F1 on its validation split, or on ``inner_folds`` stratified folds of that train split (leakage
+groups kept whole). The global hold-out is never among those rows, nor a nested fold's test rows. The same ``evaluate_trial`` runs in this process or in a Ray task.
 """
 
 from __future__ import annotations
@@ -44,24 +44,27 @@ class TrialSpec:
     splits: list[tuple[np.ndarray, np.ndarray]]
 
 
-def trial_splits(experiment: Experiment, data: LabelledData, inner_folds: int | None) -> list[tuple[np.ndarray, ...]]:
-    """The estimate's (train, val) rows, or ``inner_folds`` stratified folds of its train rows (original row ids)."""
-    fold = experiment.plan.performance_estimation
+def trial_splits(experiment: Experiment, data: LabelledData, inner_folds: int | None,
+                 fold: int | None = None) -> list[tuple[np.ndarray, ...]]:
+    """The (train, val) rows trials are scored on (original row ids): the estimate stage's, or with ``fold`` that
+    backtesting fold's; or ``inner_folds`` stratified folds of that train split. Never a hold-out or test row."""
+    source = experiment.plan.performance_estimation if fold is None else experiment.plan.backtesting[fold]
+    where = "estimate" if fold is None else f"backtesting fold {fold + 1}"
     if not inner_folds:
-        if not len(fold.val):
-            raise ExperimentError(f"experiment {experiment.experiment_id!r} has no estimate validation rows to score "
-                                  "trials on; pass --inner-folds K, or regenerate the splits with "
-                                  "--perf-estimation-val-size above 0.")
-        return [(np.asarray(fold.train), np.asarray(fold.val))]
-    frame = data.frame.loc[fold.train]
+        if not len(source.val):
+            option = "--perf-estimation-val-size" if fold is None else "--backtesting-val-size"
+            raise ExperimentError(f"experiment {experiment.experiment_id!r} has no {where} validation rows to score "
+                                  f"trials on; pass --inner-folds K, or regenerate the splits with {option} above 0.")
+        return [(np.asarray(source.train), np.asarray(source.val))]
+    frame = data.frame.loc[source.train]
     groups = leakage_groups(frame["text"].tolist(), frame["text_pair"].tolist() if "text_pair" in frame else None,
                             frame["group"].tolist() if "group" in frame else None)
-    rows = np.asarray(fold.train)
+    rows = np.asarray(source.train)
     splitter = StratifiedGroupFolds(inner_folds, seed=experiment.seed)
     try:
         return [(rows[train], rows[val]) for train, val in splitter.split(rows, frame["label"].to_numpy(), groups)]
     except ValueError as exc:
-        raise ExperimentError(f"cannot make {inner_folds} inner folds of the {len(rows)} estimate training rows: "
+        raise ExperimentError(f"cannot make {inner_folds} inner folds of the {len(rows)} {where} training rows: "
                               f"{exc}. Pass a smaller --inner-folds.") from None
 
 
