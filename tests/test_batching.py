@@ -111,3 +111,41 @@ def test_bad_settings_are_refused():
         MicroBatcher(Recorder(), max_batch_size=0, max_wait_ms=1)
     with pytest.raises(ValueError, match="max_wait_ms"):
         MicroBatcher(Recorder(), max_batch_size=1, max_wait_ms=-1)
+
+
+# --- padding-aware inference batches (models.hf_common.batching) ----------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from models.hf_common.batching import padding_aware_batches  # noqa: E402
+
+
+def _cost(batches, lengths, call_cost):
+    return sum(call_cost + len(b) * lengths[b].max() for b in batches)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 300), min_size=0, max_size=80), st.integers(1, 40), st.floats(0, 500))
+def test_padding_aware_batches_cover_every_row_once_and_never_cost_more_than_fixed_cuts(lengths, size, call_cost):
+    lengths = np.asarray(lengths, dtype=np.int64)
+    rows = np.arange(len(lengths))
+    batches = padding_aware_batches(lengths, rows, size, call_cost)
+    assert sorted(np.concatenate(batches).tolist() if batches else []) == rows.tolist()
+    assert all(0 < len(b) <= size for b in batches)
+    flat = np.concatenate(batches) if batches else rows
+    assert (np.diff(lengths[flat]) <= 0).all(), "longest first, so each batch is padded to its first row"
+    order = rows[np.argsort(-lengths, kind="stable")]
+    fixed = [order[i:i + size] for i in range(0, len(order), size)]
+    assert _cost(batches, lengths, call_cost) <= _cost(fixed, lengths, call_cost) + 1e-9
+
+
+def test_a_mixed_batch_is_split_where_the_lengths_drop_and_a_uniform_one_stays_whole():
+    mixed = np.array([60] * 4 + [8] * 28)
+    batches = padding_aware_batches(mixed, np.arange(32), 32, call_cost=16)
+    assert [len(b) for b in batches] == [4, 28], "4 long rows alone, not 28 short ones padded to 60 tokens"
+    uniform = np.full(32, 20)
+    assert [len(b) for b in padding_aware_batches(uniform, np.arange(32), 32, call_cost=16)] == [32]
+    assert [len(b) for b in padding_aware_batches(uniform, np.arange(32), 16, call_cost=16)] == [16, 16]
+    subset = padding_aware_batches(mixed, np.array([0, 5, 6]), 32, call_cost=1000)
+    assert [b.tolist() for b in subset] == [[0, 5, 6]], "only the rows asked for, one call when calls are dear"

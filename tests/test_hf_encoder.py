@@ -261,7 +261,8 @@ def test_truncated_texts_are_counted(tiny_bert, topics):
 def test_token_lengths_and_length_grouped_batches(tiny_bert):
     from transformers import AutoTokenizer
 
-    from models.hf_common.training import length_grouped_batches, length_sorted_batches, token_lengths
+    from models.hf_common.batching import length_grouped_batches, length_sorted_batches
+    from models.hf_common.training import token_lengths
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     texts = ["goal", "the team was very good today " * 5, "code"]

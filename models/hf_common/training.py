@@ -234,35 +234,6 @@ def token_lengths(
     return lengths, truncated
 
 
-def length_grouped_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, megabatch_factor: int = 50
-) -> list[np.ndarray]:
-    """Shuffled batches of similar lengths (little padding), like ``transformers``' LengthGroupedSampler.
-
-    Rows are shuffled, cut into mega-batches of ``megabatch_factor * batch_size`` rows, each sorted by
-    length and cut into batches; the batch order is then shuffled so training sees no length curriculum.
-    """
-    order = rng.permutation(len(lengths))
-    mega = batch_size * megabatch_factor
-    batches: list[np.ndarray] = []
-    for start in range(0, len(order), mega):
-        block = order[start:start + mega]
-        block = block[np.argsort(-lengths[block], kind="stable")]
-        batches.extend(block[i:i + batch_size] for i in range(0, len(block), batch_size))
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def random_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    order = rng.permutation(n)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
-
-
-def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Batches for inference: rows sorted by length (longest first), so padding is minimal."""
-    order = np.argsort(-lengths, kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 # --- loss ----------------------------------------------------------------------------------------------------
 
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlops.callbacks import CallbackList, LoopState, TrainingBatch
-from models.hf_common.training import ThreadBudget, autocast, length_grouped_batches, random_batches
+from models.hf_common.batching import length_grouped_batches, random_batches
+from models.hf_common.training import ThreadBudget, autocast
 from models.hf_encoder.arguments import HFEncoderTrainingArguments
 
 logger = logging.getLogger(__name__)

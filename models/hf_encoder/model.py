@@ -27,9 +27,9 @@ from mlops.model_interface import FitContext, ModelInterface, TextDataset
 from models.hf_common.arithmetic import legacy_torch_arithmetic, torch_arithmetic
 from models.hf_common.calibration import calibrate_temperature
 from models.hf_common.resolve import resolve_pretrained
+from models.hf_common.batching import inference_batches, length_sorted_batches
 from models.hf_common.training import (ThreadBudget, autocast, class_weight_vector, keep_freed_memory_for_reuse,
-                                       length_sorted_batches, quiet_transformers, resolve_precision,
-                                       token_lengths)
+                                       quiet_transformers, resolve_precision, token_lengths)
 from models.hf_encoder.arguments import HFEncoderTrainingArguments
 from models.hf_encoder.building import load_pretrained, load_saved, set_activation_checkpointing, wrap_lora
 from models.hf_encoder.callbacks import encoder_callbacks
@@ -285,7 +285,7 @@ class HFEncoderClassifier(ModelInterface):
         was_training = model.training
         model.eval()
         with torch.inference_mode():
-            for idx in length_sorted_batches(lengths, self._eval_batch_size):
+            for idx in inference_batches(lengths, self._eval_batch_size, self._device):
                 inputs = self.encode(texts, pairs, idx)
                 with autocast(self._device, self._precision):
                     logits = model(**inputs).logits.float()
