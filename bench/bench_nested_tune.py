@@ -1,6 +1,7 @@
 """How optimistic is the backtest of a tuned config, and what does `tune --nested` give instead? In one run.
 
     uv run python bench/bench_nested_tune.py                                   # tfidf_logreg, 30 trials, 2,000 MR rows
+    uv run python bench/bench_nested_tune.py --inner-folds 3                   # trials scored on 3 inner folds
     uv run python bench/bench_nested_tune.py --model minilm --n-trials 10      # an encoder (hours on 2 cores)
 
 On one experiment (``--rows`` rows sampled from the full MR set, seed 42, 20% hold-out, ``--folds`` folds):
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--n-trials", type=int, default=30, help="per study")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--inner-folds", type=int, default=None, help="score trials on K inner folds")
     parser.add_argument("--artifacts-dir", type=Path, default=None)
     args = parser.parse_args()
 
@@ -57,14 +59,16 @@ def main() -> None:
     app.generate_splits("bench", data, Columns(), SplitParameters(cv_folds=args.folds, seed=args.seed), force=True)
 
     started = time.perf_counter()
-    flat = app.tune("bench", args.model, TuneOptions(n_trials=args.n_trials, study_name=args.model))
+    flat = app.tune("bench", args.model, TuneOptions(n_trials=args.n_trials, study_name=args.model,
+                                                     inner_folds=args.inner_folds))
     flat_seconds = time.perf_counter() - started
     flat_path = artifacts / f"{args.model}_tuned_flat.json"
     shutil.copyfile(flat.best_config_path, flat_path)
     print(f"estimate study: {len(flat.trials)} trials in {flat_seconds:.0f} s, best validation macro-F1 "
           f"{flat.best_value:.4f}, {json.dumps(flat.best_params)}", flush=True)
     started = time.perf_counter()
-    nested = app.tune("bench", args.model, TuneOptions(n_trials=args.n_trials, study_name=args.model, nested=True))
+    nested = app.tune("bench", args.model, TuneOptions(n_trials=args.n_trials, study_name=args.model, nested=True,
+                                                       inner_folds=args.inner_folds))
     print(f"fold studies: {args.folds} x {args.n_trials} trials in {time.perf_counter() - started:.0f} s")
     for fold in nested.folds:
         print(f"  fold {fold['fold'] + 1}: best validation macro-F1 {fold['best_value']:.4f}, "

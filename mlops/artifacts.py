@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import ValidationError
 
-from mlops.config import ModelConfig
+from mlops.config import ModelConfig, config_json
 from mlops.errors import ExperimentError, MlopsError, ModelError
 from mlops.io import read_json, write_json
 from mlops.model_interface import ModelInterface, TextDataset, check_probabilities
@@ -45,7 +45,7 @@ def write_model_descriptor(directory: Path, config_name: str, config: ModelConfi
         "labels": list(labels),
         "text_pair": text_pair,
         "config_name": config_name,
-        "model_config": config.model_dump(mode="json"),
+        "model_config": config_json(config),
     })
 
 

@@ -121,13 +121,13 @@ def backtest_caveat(config: ModelConfig, experiment_id: str) -> str | None:
             "`cli tune --nested` tunes inside each fold for an honest backtest")
 
 
-#: Fields added after runs and studies were first recorded: left out of fingerprints while unset, so those
-#: records still match.
+#: Fields added after runs and studies were first recorded: left out of fingerprints and records while unset.
 LATER_FIELDS = ("fold_training_arguments", "tuning")
 
 
-def identity_dump(config: ModelConfig, exclude: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
-    """``config`` as JSON data for a fingerprint: without ``exclude``, nor the later fields while they are unset."""
+def config_json(config: ModelConfig, exclude: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """``config`` as JSON data to record or fingerprint: without ``exclude``, nor the later fields while they are
+    unset (so fingerprints match older records, and older versions of the tool still read what this one writes)."""
     dumped = config.model_dump(mode="json", exclude=set(exclude))
     for key in LATER_FIELDS:
         if dumped.get(key, 0) is None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from mlops.artifacts import MANIFEST_FILE, MODEL_FILE, write_model_descriptor
 from mlops.callbacks import TrainingCallback
-from mlops.config import NON_TRAINING_FIELDS, ModelConfig, backtest_caveat, identity_dump
+from mlops.config import NON_TRAINING_FIELDS, ModelConfig, backtest_caveat, config_json
 from mlops.errors import ExperimentError, MlopsError
 from mlops.experiment_service import (FINAL_RECORD_FILE, METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, SUMMARY_FILE,
                                       Experiment, ExperimentService, RunType, dataset_at)
@@ -64,7 +64,7 @@ def _short(value: Any) -> str:
 
 
 def config_fingerprint(config: ModelConfig) -> str:
-    dumped = identity_dump(config, NON_TRAINING_FIELDS)  # search_space, resources, tuning: no effect on a fold
+    dumped = config_json(config, NON_TRAINING_FIELDS)  # search_space, resources, tuning: no effect on a fold
     canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -145,7 +145,7 @@ class ExperimentRunner:
     @staticmethod
     def _tracking_params(experiment: Experiment, named: NamedConfig, run_type: RunType) -> dict[str, Any]:
         return {"experiment_id": experiment.experiment_id, "run_type": run_type.value, "config_name": named.name,
-                "config_source": named.source, "config": named.config.model_dump(mode="json"),
+                "config_source": named.source, "config": config_json(named.config),
                 "config_sha256": config_fingerprint(named.config), "seed": experiment.seed,
                 "input_sha256": experiment.info["input_sha256"], "split_parameters": experiment.info["split_parameters"],
                 "labels": experiment.labels}
@@ -291,7 +291,7 @@ class ExperimentRunner:
             "experiment_id": experiment.experiment_id,
             "config_name": named.name,
             "config_source": named.source,
-            "config": named.config.model_dump(mode="json"),
+            "config": config_json(named.config),
             "config_sha256": config_fingerprint(named.config),
             "run_type": run_type.value,
             "seed": experiment.seed,

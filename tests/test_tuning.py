@@ -266,6 +266,21 @@ def test_configs_recorded_before_per_fold_values_keep_their_fingerprints():
     assert "backtesting_fold" not in identity
 
 
+def test_records_leave_out_unset_later_fields_so_older_versions_still_read_them(tmp_path):
+    from mlops.artifacts import MODEL_FILE, write_model_descriptor
+
+    config = ModelConfig.model_validate({"module_path": "models.tfidf_linear.model",
+                                         "class_name": "TfidfLinearClassifier"})
+    write_model_descriptor(tmp_path, "plain", config, ["a", "b"], text_pair=False)
+    recorded = json.loads((tmp_path / MODEL_FILE).read_text())["model_config"]
+    assert "fold_training_arguments" not in recorded and "tuning" not in recorded
+    assert set(recorded) == set(ModelConfig.model_fields) - {"fold_training_arguments", "tuning"}
+    tuned = config.model_copy(update={"fold_training_arguments": {0: {"C": 2.0}}})
+    write_model_descriptor(tmp_path, "tuned", tuned, ["a", "b"], text_pair=False)
+    assert json.loads((tmp_path / MODEL_FILE).read_text())["model_config"]["fold_training_arguments"] == {
+        "0": {"C": 2.0}}
+
+
 # --- encoders report every epoch to the pruner ------------------------------------------------------------------
 
 

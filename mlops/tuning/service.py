@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops.config import TuningRecord
+from mlops.config import TuningRecord, config_json
 from mlops.errors import ConfigError
 from mlops.experiment_service import Experiment, ExperimentService
 from mlops.io import check_plain_name, write_json
@@ -200,10 +200,7 @@ class TuningService:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             logger.info("replacing %s with the study's current best", path)
-        dumped = config.model_dump(mode="json", exclude={"search_space"})
-        if not per_fold:
-            dumped.pop("fold_training_arguments")
-        write_json(path, dumped)
+        write_json(path, config_json(config, {"search_space"}))
         return path
 
 
