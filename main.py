@@ -337,7 +337,7 @@ def tune(
     n_trials: Annotated[int, typer.Option("--n-trials", min=1, help="Trials the study should have finished "
                                                                     "(complete or pruned), counting earlier runs.")] = 20,
     timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, help="Start no new trial after this many "
-                                                                              "seconds.")] = None,
+                                                                              "seconds (per study with --nested).")] = None,
     study_name: Annotated[Optional[str], typer.Option("--study-name", help="Default: the config's name.")] = None,
     storage: Annotated[Optional[str], typer.Option(
         "--storage", help="An Optuna storage URL (default: sqlite:///<experiment>/tuning/<study>.db).")] = None,
@@ -381,7 +381,7 @@ def tune(
                           f"{_cell(fold['best_value'])}, {json.dumps(fold['best_params'])}")
             name = result.best_config_path.stem
             backtest = ("its backtest trains each fold with that fold's own best values, chosen without the fold's "
-                        "test rows, so it is an honest estimate of tuning plus training" if result.folds else
+                        "test rows, so it is an honest estimate of tuning plus training" if result.nested else
                         "the backtest folds' test rows were among the trials' training rows, so its backtest is "
                         "optimistic (--nested tunes inside each fold)")
             out.print(f"Tuned config: [bold]{result.best_config_path}[/] (--model-config-name {name}). The trials "

@@ -45,7 +45,8 @@ def write_model_descriptor(directory: Path, config_name: str, config: ModelConfi
         "labels": list(labels),
         "text_pair": text_pair,
         "config_name": config_name,
-        "model_config": config_json(config),
+        # Loading needs neither a tune's per-fold values nor its record; left out, older versions read the folder.
+        "model_config": config_json(config, {"fold_training_arguments", "tuning"}),
     })
 
 

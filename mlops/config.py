@@ -63,18 +63,20 @@ class Resources(BaseModel):
 
 
 class TuningRecord(BaseModel):
-    """Where a tuned config came from (``cli tune`` writes it): the study, and which rows its trials trained on.
+    """Where a tuned config came from (``cli tune`` writes it): the study, and the experiment its trials ran on.
 
     ``nested`` False: every value was chosen by trials on the experiment's estimate train split, which holds the
     backtesting folds' test rows, so a backtest of the config on that experiment is optimistic. ``nested`` True:
     ``fold_training_arguments`` holds each backtesting fold's own values, chosen without that fold's test rows.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # written by the tool: a later version's extra facts are no error
 
     study: str
     storage: str
     experiment_id: str
+    input_sha256: str | None = None
+    split_parameters: dict[str, Any] | None = None
     nested: bool = False
     best_trial: int | None = None
     best_value: float | None = None
@@ -110,6 +112,15 @@ class ModelConfig(BaseModel):
             raise ValueError(f"expected a dotted Python module path like 'models.tfidf_linear.model', found {value!r}")
         return value
 
+    def for_backtesting_fold(self, fold: int) -> ModelConfig:
+        """The config backtesting fold ``fold`` trains: that fold's ``fold_training_arguments`` in place of its own
+        (the config itself when it has none for that fold)."""
+        values = (self.fold_training_arguments or {}).get(fold)
+        if values is None:
+            return self
+        return self.model_copy(update={"training_arguments": {**self.training_arguments, **values},
+                                       "fold_training_arguments": None})
+
 
 def backtest_caveat(config: ModelConfig, experiment_id: str) -> str | None:
     """Why a backtest of ``config`` on ``experiment_id`` is optimistic, or None: a config tuned (not nested) on
@@ -119,6 +130,20 @@ def backtest_caveat(config: ModelConfig, experiment_id: str) -> str | None:
         return None
     return (f"optimistic: tuned by study '{tuning.study}', whose trials trained on these folds' test rows; "
             "`cli tune --nested` tunes inside each fold for an honest backtest")
+
+
+def tuned_elsewhere(config: ModelConfig, experiment_info: dict[str, Any]) -> list[str]:
+    """How the experiment ``config`` was tuned on differs from this one (id, data, split parameters); empty when
+    it is the same one or the config records no tuning."""
+    tuning = config.tuning
+    if tuning is None:
+        return []
+    found = [f"{name} {mine!r} vs {theirs!r}" for name, mine, theirs in (
+        ("experiment", tuning.experiment_id, experiment_info["experiment_id"]),
+        ("input_sha256", tuning.input_sha256, experiment_info["input_sha256"]),
+        ("split parameters", tuning.split_parameters, experiment_info["split_parameters"]))
+        if mine is not None and mine != theirs]
+    return found
 
 
 #: Fields added after runs and studies were first recorded: left out of fingerprints and records while unset.

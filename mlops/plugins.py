@@ -37,11 +37,9 @@ class NamedConfig:
     def for_backtesting_fold(self, fold: int) -> NamedConfig:
         """What backtesting fold ``fold`` trains: the config with that fold's ``fold_training_arguments`` (from
         ``cli tune --nested``) in place of its own, or the config itself when it has none."""
-        values = (self.config.fold_training_arguments or {}).get(fold)
-        if values is None:
+        config = self.config.for_backtesting_fold(fold)
+        if config is self.config:
             return self
-        config = self.config.model_copy(update={"training_arguments": {**self.config.training_arguments, **values},
-                                                "fold_training_arguments": None})
         return NamedConfig(name=self.name, config=config, model_class=self.model_class, source=self.source,
                            arguments=validate_training_arguments(config, self.model_class, f"{self.source} fold {fold}"))
 
@@ -111,10 +109,9 @@ def validate_training_arguments(config: ModelConfig, model_class: type[ModelInte
         problem = model_class.check_hyperparameter_search(config.hyperparameter_search, arguments)
         if problem:
             raise ConfigError(f"{source}: hyperparameter_search: {problem}")
-    for fold, values in (config.fold_training_arguments or {}).items():
-        merged = config.model_copy(update={"training_arguments": {**config.training_arguments, **values},
-                                           "fold_training_arguments": None})
-        validate_training_arguments(merged, model_class, f"{source} fold_training_arguments[{fold}]")
+    for fold in config.fold_training_arguments or {}:
+        validate_training_arguments(config.for_backtesting_fold(fold), model_class,
+                                    f"{source} fold_training_arguments[{fold}]")
     if config.search_space:
         problem = check_search_space(config.search_space, config.training_arguments,
                                      model_class.training_arguments_class)

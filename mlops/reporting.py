@@ -160,7 +160,6 @@ def _ranked_rows(service: ExperimentService, experiment: Experiment, run_type: R
         summary = read_json(summary_path)
         rows.append({
             "model": name,
-            "caveat": _caveat(service, experiment_id, name, run_type),
             "n_folds": summary["n_folds"],
             "macro_f1_mean": summary["macro_f1"]["mean"],
             "macro_f1_std": summary["macro_f1"]["std"],
@@ -168,6 +167,7 @@ def _ranked_rows(service: ExperimentService, experiment: Experiment, run_type: R
             "accuracy_std": summary["accuracy"]["std"],
             "macro_f1_per_fold": summary["macro_f1"]["per_fold"],
             "accuracy_per_fold": summary["accuracy"]["per_fold"],
+            "caveat": _caveat(service, experiment_id, name, run_type),
         })
     if not rows:
         raise ExperimentError(

@@ -18,7 +18,7 @@ from typing import Any
 
 from mlops.artifacts import MANIFEST_FILE, MODEL_FILE, write_model_descriptor
 from mlops.callbacks import TrainingCallback
-from mlops.config import NON_TRAINING_FIELDS, ModelConfig, backtest_caveat, config_json
+from mlops.config import NON_TRAINING_FIELDS, ModelConfig, backtest_caveat, config_json, tuned_elsewhere
 from mlops.errors import ExperimentError, MlopsError
 from mlops.experiment_service import (FINAL_RECORD_FILE, METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, SUMMARY_FILE,
                                       Experiment, ExperimentService, RunType, dataset_at)
@@ -63,8 +63,12 @@ def _short(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def config_fingerprint(config: ModelConfig) -> str:
-    dumped = config_json(config, NON_TRAINING_FIELDS)  # search_space, resources, tuning: no effect on a fold
+def config_fingerprint(config: ModelConfig, run_type: RunType | None = None) -> str:
+    """What a config trains, hashed; per-fold values count only for backtesting (``run_type`` None: all)."""
+    unused = NON_TRAINING_FIELDS  # search_space, resources, tuning: no effect on a fold
+    if run_type not in (None, RunType.backtesting):
+        unused = unused | {"fold_training_arguments"}
+    dumped = config_json(config, unused)
     canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -116,7 +120,7 @@ class ExperimentRunner:
             "input_sha256": experiment.info["input_sha256"],
             "split_parameters": experiment.info["split_parameters"],
             "config_name": named.name,
-            "config_sha256": config_fingerprint(named.config),
+            "config_sha256": config_fingerprint(named.config, run_type),
             "run_type": run_type.value,
             "fold": fold,
             "seed": experiment.seed,
@@ -221,7 +225,7 @@ class ExperimentRunner:
             remove_stale_scratch(run_dir)
         self.service.verify_input(experiment)  # even when every fold is reused
         if run_type is RunType.backtesting:
-            self._check_tuning(experiment, named, len(folds))
+            self.check_tuning(experiment, named, len(folds))
         if force and self.writes:  # nothing of the old run may stand, nor come back if this one is interrupted
             self._discard_results(run_dir, run_type)
         data, load_s = None, 0.0
@@ -261,15 +265,19 @@ class ExperimentRunner:
         return RunResult(experiment.experiment_id, named.name, run_type, run_dir, fold_metrics, summary, resumed, timings)
 
     @staticmethod
-    def _check_tuning(experiment: Experiment, named: NamedConfig, n_folds: int) -> None:
-        """Per-fold tuned values must match the experiment's folds; a backtest on the tuning's own rows is flagged."""
+    def check_tuning(experiment: Experiment, named: NamedConfig, n_folds: int, *, warn: bool = True) -> None:
+        """Per-fold tuned values must be this experiment's (its folds, data and splits); a backtest on the rows a
+        flat tune trained on is flagged."""
         per_fold = named.config.fold_training_arguments
-        if per_fold and sorted(per_fold) != list(range(n_folds)):
-            raise ExperimentError(
-                f"{named.source} has fold_training_arguments for backtesting folds {sorted(per_fold)}, but experiment "
-                f"{experiment.experiment_id!r} has {n_folds} fold(s); they were tuned on other splits. Run `cli tune "
-                f"--nested` on this experiment, or remove fold_training_arguments.")
-        if caveat := backtest_caveat(named.config, experiment.experiment_id):
+        if per_fold:
+            elsewhere = tuned_elsewhere(named.config, experiment.info)
+            if elsewhere or sorted(per_fold) != list(range(n_folds)):
+                found = "; ".join(elsewhere) or f"folds {sorted(per_fold)} vs this experiment's {n_folds} fold(s)"
+                raise ExperimentError(
+                    f"{named.source} has fold_training_arguments tuned on other splits ({found}): they do not belong "
+                    f"to experiment {experiment.experiment_id!r}'s folds. Run `cli tune --nested` on this "
+                    "experiment, or remove fold_training_arguments.")
+        if warn and (caveat := backtest_caveat(named.config, experiment.experiment_id)):
             logger.warning("%s: %s", named.name, caveat)
 
     @staticmethod

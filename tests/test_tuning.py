@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops.config import ModelConfig
+from mlops.config import ModelConfig, TuningRecord, config_json
 from mlops.errors import ConfigError
 from mlops.experiment_service import ExperimentService
 from mlops.plugins import resolve
@@ -197,6 +197,7 @@ def test_nested_tuning_never_sees_a_folds_test_rows_and_its_backtest_uses_each_f
             assert seen <= _texts(data, fold.train) | _texts(data, fold.val)
 
     tuned = json.loads(Path(result["best_config_path"]).read_text())
+    assert result["nested"] is True
     assert tuned["tuning"]["nested"] is True and tuned["tuning"]["study"] == "n"
     per_fold = {int(k): v for k, v in tuned["fold_training_arguments"].items()}
     assert per_fold == {f["fold"]: f["best_params"] for f in result["folds"]}
@@ -216,6 +217,14 @@ def test_nested_tuning_never_sees_a_folds_test_rows_and_its_backtest_uses_each_f
     nested_fold = json.loads((runs / "n_tuned/backtesting/fold_1/metrics.json").read_text())["metrics"]
     plain_fold = json.loads((runs / "fold1_values/backtesting/fold_1/metrics.json").read_text())["metrics"]
     assert nested_fold["macro_f1"] == plain_fold["macro_f1"] and nested_fold["accuracy"] == plain_fold["accuracy"]
+
+    # The same per-fold values on other splits (another experiment, same fold count) are refused.
+    cli("generate-splits", "--experiment-id", "u", "--input-file", str(loaded.info["input_file"]), "--text-column",
+        "Sentence", "--target-column", "Sentiment", "--cv-folds", "3", "--seed", "7")
+    refused = cli("run-backtesting", "--experiment-id", "u", "--model-config-name", result["best_config_path"],
+                  expect=3)
+    assert "tuned on other splits" in refused.output and "experiment 't' vs 'u'" in refused.output
+    assert "split parameters" in refused.output
 
 
 def test_a_backtest_of_a_config_tuned_on_the_same_folds_is_flagged_optimistic(cli, experiment, tmp_path, artifacts):
@@ -241,7 +250,7 @@ def test_per_fold_values_for_other_folds_or_of_the_wrong_type_are_refused(cli, e
     config["fold_training_arguments"] = {"0": {"C": 2.0}, "1": {"C": 3.0}}  # the experiment has 3 folds
     path.write_text(json.dumps(config))
     refused = cli("run-backtesting", "--experiment-id", "t", "--model-config-name", str(path), expect=3)
-    assert "folds [0, 1]" in refused.output and "has 3 fold(s)" in refused.output and "--nested" in refused.output
+    assert "folds [0, 1] vs this experiment's 3 fold(s)" in refused.output and "--nested" in refused.output
     config["fold_training_arguments"] = {"0": {"C": "lots"}, "1": {}, "2": {}}
     path.write_text(json.dumps(config))
     bad = cli("run-backtesting", "--experiment-id", "t", "--model-config-name", str(path), expect=2)
@@ -261,7 +270,7 @@ def test_configs_recorded_before_per_fold_values_keep_their_fingerprints():
     # Both printed for this config by the code before those fields existed (commit a79661f).
     assert config_fingerprint(config) == "f49cf373bcc1bb21e7f51f9247b2fb0de5b034be61607272659870c78db57927"
     identity = search_identity({"experiment_id": "e", "input_sha256": "x", "split_parameters": {}},
-                               config.model_dump(mode="json"), None)
+                               config_json(config), None)  # as TuningService passes it
     assert identity["config_sha256"] == "87959c958b164ef1bc7f5bf5db03d8715916f6ba43a965da0c511082cb5624e6"
     assert "backtesting_fold" not in identity
 
@@ -275,10 +284,23 @@ def test_records_leave_out_unset_later_fields_so_older_versions_still_read_them(
     recorded = json.loads((tmp_path / MODEL_FILE).read_text())["model_config"]
     assert "fold_training_arguments" not in recorded and "tuning" not in recorded
     assert set(recorded) == set(ModelConfig.model_fields) - {"fold_training_arguments", "tuning"}
-    tuned = config.model_copy(update={"fold_training_arguments": {0: {"C": 2.0}}})
+    tuned = config.model_copy(update={"fold_training_arguments": {0: {"C": 2.0}}, "tuning": TuningRecord(
+        study="s", storage="sqlite:///s.db", experiment_id="e")})
     write_model_descriptor(tmp_path, "tuned", tuned, ["a", "b"], text_pair=False)
-    assert json.loads((tmp_path / MODEL_FILE).read_text())["model_config"]["fold_training_arguments"] == {
-        "0": {"C": 2.0}}
+    recorded = json.loads((tmp_path / MODEL_FILE).read_text())["model_config"]
+    assert "fold_training_arguments" not in recorded and "tuning" not in recorded, "loading needs neither"
+
+
+def test_per_fold_values_count_in_the_backtesting_fingerprint_only():
+    from mlops.experiment_service import RunType
+    from mlops.runner import config_fingerprint
+
+    plain = ModelConfig.model_validate({"module_path": "models.tfidf_linear.model",
+                                        "class_name": "TfidfLinearClassifier", "training_arguments": {"C": 1.0}})
+    per_fold = plain.model_copy(update={"fold_training_arguments": {0: {"C": 2.0}}})
+    for run_type in (RunType.performance_estimation, RunType.final_model):
+        assert config_fingerprint(per_fold, run_type) == config_fingerprint(plain, run_type)
+    assert config_fingerprint(per_fold, RunType.backtesting) != config_fingerprint(plain, RunType.backtesting)
 
 
 # --- encoders report every epoch to the pruner ------------------------------------------------------------------

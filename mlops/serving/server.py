@@ -217,7 +217,9 @@ def create_app(loaded: LoadedModel, settings: ServeSettings = ServeSettings()) -
         metrics.queue_depth.set_function(lambda: batcher.queue_depth)
         batcher.start()
         state["batcher"] = batcher
-        warm = ["warm-up"]
+        # A full batch of mixed lengths, so whatever a model opens on its first large call (worker sessions,
+        # buffers) is open before the first client's request.
+        warm = [" ".join(["warm-up"] * (1 + i % 16)) for i in range(settings.max_batch_size)]
         await batcher.submit(warm, warm if loaded.needs_text_pair else None)
         state["ready"] = True
         logger.info("model %s ready (%s); micro-batches of up to %d texts, %g ms wait", info["config_name"],

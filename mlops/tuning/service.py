@@ -15,15 +15,17 @@ tune-then-train procedure on rows no trial saw (nested cross-validation).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops.config import TuningRecord, config_json
+from mlops.config import ModelConfig, TuningRecord, config_json
 from mlops.errors import ConfigError
 from mlops.experiment_service import Experiment, ExperimentService
-from mlops.io import check_plain_name, write_json
+from mlops.io import check_plain_name, read_json, write_json
 from mlops.plugins import NamedConfig, resolve
 from mlops.search_space import decode, suggest
 from mlops.tuning.study import (FINISHED_STATES, finished_trials, open_study, search_identity, shown_url,
@@ -63,6 +65,7 @@ class TuneResult:
     best_config_path: Path | None
     trials: list[dict[str, Any]] = field(default_factory=list)
     folds: list[dict[str, Any]] = field(default_factory=list)  # --nested: one study per backtesting fold
+    nested: bool = False  # the tuned config carries per-fold values (every fold study has a complete trial)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "best_config_path": None if self.best_config_path is None
@@ -90,27 +93,30 @@ class TuningService:
             self.service.tuning_dir(experiment_id).mkdir(parents=True, exist_ok=True)
             url = sqlite_url(self.service.tuning_dir(experiment_id) / f"{study_name}.db")
         quiet_optuna()
-        loaded: list = []
-
-        def data():
-            if not loaded:
-                loaded.append(self.service.load_data(experiment))
-            return loaded[0]
-
-        study, run_now = self._run_study(experiment, named, options, study_name, url, data, fold=None)
-        fold_studies = []
-        if options.nested:
-            for k in range(len(experiment.plan.backtesting)):
+        data = functools.cache(lambda: self.service.load_data(experiment))  # read once, and only if a trial runs
+        with self._cluster(options):
+            study, run_now = self._run_study(experiment, named, options, study_name, url, data, fold=None)
+            fold_studies = []
+            for k in range(len(experiment.plan.backtesting)) if options.nested else ():
                 fold_study, fold_run = self._run_study(experiment, named, options, f"{study_name}_fold{k}", url,
                                                        data, fold=k)
                 fold_studies.append((k, fold_study, fold_run))
-        return self._result(experiment_id, named, study, study_name, url, options, run_now, fold_studies)
+        return self._result(experiment, named, study, study_name, url, options, run_now, fold_studies)
+
+    @staticmethod
+    def _cluster(options: TuneOptions):
+        """One Ray instance (or connection) for all of a tune's studies; nothing for the local executor."""
+        if options.executor != "ray":
+            return contextlib.nullcontext()
+        from mlops.executors.cluster import RayCluster
+
+        return RayCluster(options.ray_address)
 
     def _run_study(self, experiment: Experiment, named: NamedConfig, options: TuneOptions, study_name: str, url: str,
                    data, fold: int | None):
         """Open (or resume) one study and run its missing trials: on the estimate's rows, or on backtesting
         ``fold``'s (never that fold's test rows). Returns the study and how many trials ran now."""
-        identity = search_identity(experiment.info, named.config.model_dump(mode="json"), options.inner_folds, fold)
+        identity = search_identity(experiment.info, config_json(named.config), options.inner_folds, fold)
         study = open_study(study_name, url, seed=experiment.seed, pruner=options.pruner, identity=identity)
         before = len(study.trials)
         remaining = options.n_trials - finished_trials(study)
@@ -150,12 +156,12 @@ class TuningService:
         study.optimize(objective, n_trials=remaining, timeout=options.timeout, catch=(),
                        callbacks=[optuna.study.MaxTrialsCallback(options.n_trials, states=states)])
 
-    def _result(self, experiment_id: str, named: NamedConfig, study, study_name: str, url: str,
+    def _result(self, experiment: Experiment, named: NamedConfig, study, study_name: str, url: str,
                 options: TuneOptions, run_now: int, fold_studies: list[tuple[int, Any, int]]) -> TuneResult:
         space = named.config.search_space
         rows = trial_rows(study, lambda params: decode(space, params))
-        result = TuneResult(experiment_id, named.name, study_name, shown_url(url), options.n_trials, run_now,
-                            None, None, None, None, rows)
+        result = TuneResult(experiment.experiment_id, named.name, study_name, shown_url(url), options.n_trials,
+                            run_now, None, None, None, None, rows)
         per_fold: dict[int, dict[str, Any]] = {}
         for k, fold_study, fold_run in fold_studies:
             best = _best(fold_study)
@@ -176,29 +182,34 @@ class TuningService:
             per_fold = {}
         result.best_trial, result.best_value = best.number, best.value
         result.best_params = decode(space, best.params)
-        result.best_config_path = self._write_tuned(experiment_id, named, study_name, url, best, result.best_params,
+        result.nested = bool(per_fold)
+        result.best_config_path = self._write_tuned(experiment, named, study_name, url, best, result.best_params,
                                                     per_fold)
         return result
 
-    def _write_tuned(self, experiment_id: str, named: NamedConfig, study_name: str, url: str, best,
+    def _write_tuned(self, experiment: Experiment, named: NamedConfig, study_name: str, url: str, best,
                      params: dict, per_fold: dict[int, dict[str, Any]]) -> Path:
         """The best trial's config (and with --nested each fold's best values), written atomically; unchanged
         while the best trials are (so its runs resume)."""
         base = named.config
-        nested = f", and per backtesting fold by studies {study_name}_fold0..{len(per_fold) - 1}" if per_fold else ""
         description = (f"{base.description + ' ' if base.description else ''}[tuned by study '{study_name}' "
                        f"({shown_url(url)}): trial {best.number}, validation macro-F1 "
-                       f"{best.value:.4f}, experiment {experiment_id}{nested}]")
-        tuning = TuningRecord(study=study_name, storage=shown_url(url), experiment_id=experiment_id,
-                              nested=bool(per_fold), best_trial=best.number, best_value=best.value)
+                       f"{best.value:.4f}, experiment {experiment.experiment_id}]")
+        tuning = TuningRecord(study=study_name, storage=shown_url(url), experiment_id=experiment.experiment_id,
+                              input_sha256=experiment.info["input_sha256"],
+                              split_parameters=experiment.info["split_parameters"], nested=bool(per_fold),
+                              best_trial=best.number, best_value=best.value)
         config = base.model_copy(update={"training_arguments": {**base.training_arguments, **params},
                                          "fold_training_arguments": per_fold or None, "tuning": tuning,
                                          "search_space": None, "description": description})
         name = f"{named.name}{TUNED_SUFFIX}"
         resolve(config, name=name, source=f"the tuned {name}", allow_external=self.allow_external)  # loads as written
-        path = self.service.tuned_dir(experiment_id) / f"{name}.json"
+        path = self.service.tuned_dir(experiment.experiment_id) / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
+            if not per_fold and ModelConfig.model_validate(read_json(path)).fold_training_arguments:
+                logger.warning("%s had per-fold values from `tune --nested`; this tune without --nested replaces "
+                               "them, so the tuned config's backtest will be flagged optimistic again", path)
             logger.info("replacing %s with the study's current best", path)
         write_json(path, config_json(config, {"search_space"}))
         return path

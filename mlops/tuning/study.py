@@ -9,7 +9,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mlops.config import LATER_FIELDS
 from mlops.errors import ConfigError, ExperimentError
 
 logger = logging.getLogger(__name__)
@@ -60,11 +59,10 @@ def make_storage(url: str):
 
 def search_identity(experiment_info: dict[str, Any], config_dump: dict[str, Any], inner_folds: int | None,
                     fold: int | None = None) -> dict:
-    """What a study's trials depend on: the data, the splits, the config (without its description) and how
-    trials are scored: on the estimate's train split, or (``fold``) on that backtesting fold's. A study made for
-    other values is refused rather than mixed."""
-    config = {k: v for k, v in config_dump.items()
-              if k not in ("description", "resources") and not (k in LATER_FIELDS and v is None)}
+    """What a study's trials depend on: the data, the splits, the config (as ``config_json`` gives it, less its
+    description) and how trials are scored: on the estimate's train split, or (``fold``) on that backtesting
+    fold's. A study made for other values is refused rather than mixed."""
+    config = {k: v for k, v in config_dump.items() if k not in ("description", "resources")}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     identity = {"experiment_id": experiment_info["experiment_id"], "input_sha256": experiment_info["input_sha256"],
                 "split_parameters": experiment_info["split_parameters"], "config_sha256": digest,

@@ -82,6 +82,7 @@ class OnnxEncoderClassifier(ModelInterface):
     def __init__(self, config: ModelConfig, training_arguments: OnnxEncoderArguments | None = None) -> None:
         super().__init__(config, training_arguments)
         self._sessions: list = []
+        self._pool: ThreadPoolExecutor | None = None
         self._session_path: Path | None = None
         self._workers = 1
         self._worker_threads = 1
@@ -211,9 +212,9 @@ class OnnxEncoderClassifier(ModelInterface):
                         return
                     self._score(session, ids, type_ids, lengths, batch, out)
 
-            with ThreadPoolExecutor(len(sessions)) as pool:  # onnxruntime releases the GIL in run()
-                for result in [pool.submit(work, session) for session in sessions]:
-                    result.result()
+            pool = self._worker_pool(len(sessions))  # onnxruntime releases the GIL in run()
+            for result in [pool.submit(work, session) for session in sessions]:
+                result.result()
         if self._rescore_session is not None:
             top = np.partition(out, -2, axis=1) if out.shape[1] > 1 else np.ones((len(out), 2))
             uncertain = np.flatnonzero(top[:, -1] - top[:, -2] < self._rescore_below)
@@ -222,6 +223,12 @@ class OnnxEncoderClassifier(ModelInterface):
                 self._score(self._rescore_session, ids, type_ids, lengths, batch, out)
             self._info["rescored_rows"] = self._info.get("rescored_rows", 0) + len(uncertain)
         return out
+
+    def _worker_pool(self, size: int) -> ThreadPoolExecutor:
+        """The threads that drive the worker sessions, kept across calls (a server makes many small ones)."""
+        if self._pool is None:  # sized for every session this model may open
+            self._pool = ThreadPoolExecutor(max(size, self._workers), thread_name_prefix="onnx-worker")
+        return self._pool
 
     def _worker_sessions(self) -> list:
         try:
