@@ -7,17 +7,20 @@ typed ``training_arguments`` object that the model is built with. Nothing re-par
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
-from mlops.config import ModelConfig, format_validation_error
-from mlops.errors import ConfigError
+from mlops.config import ModelConfig, backtest_caveat, format_validation_error, tuned_elsewhere
+from mlops.errors import ConfigError, ExperimentError
 from mlops.model_interface import ModelInterface, TrainingArguments
 from mlops.search_space import check_search_space
 
 TRUSTED_PACKAGE = "models"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,22 @@ class NamedConfig:
             return self
         return NamedConfig(name=self.name, config=config, model_class=self.model_class, source=self.source,
                            arguments=validate_training_arguments(config, self.model_class, f"{self.source} fold {fold}"))
+
+    def check_fold_tuning(self, experiment_id: str, experiment_info: dict[str, Any], n_folds: int, *,
+                          warn: bool = True) -> None:
+        """Per-fold tuned values must be this experiment's (its folds, data and splits); a backtest on the rows a
+        flat tune trained on is flagged."""
+        per_fold = self.config.fold_training_arguments
+        if per_fold:
+            elsewhere = tuned_elsewhere(self.config, experiment_info)
+            if elsewhere or sorted(per_fold) != list(range(n_folds)):
+                found = "; ".join(elsewhere) or f"folds {sorted(per_fold)} vs this experiment's {n_folds} fold(s)"
+                raise ExperimentError(
+                    f"{self.source} has fold_training_arguments tuned on other splits ({found}): they do not belong "
+                    f"to experiment {experiment_id!r}'s folds. Run `cli tune --nested` on this experiment, or "
+                    "remove fold_training_arguments.")
+        if warn and (caveat := backtest_caveat(self.config, experiment_id)):
+            logger.warning("%s: %s", self.name, caveat)
 
 
 def is_trusted_module(module_path: str) -> bool:

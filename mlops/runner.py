@@ -18,7 +18,7 @@ from typing import Any
 
 from mlops.artifacts import MANIFEST_FILE, MODEL_FILE, write_model_descriptor
 from mlops.callbacks import TrainingCallback
-from mlops.config import NON_TRAINING_FIELDS, ModelConfig, backtest_caveat, config_json, tuned_elsewhere
+from mlops.config import NON_TRAINING_FIELDS, ModelConfig, config_json
 from mlops.errors import ExperimentError, MlopsError
 from mlops.experiment_service import (FINAL_RECORD_FILE, METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, SUMMARY_FILE,
                                       Experiment, ExperimentService, RunType, dataset_at)
@@ -225,7 +225,7 @@ class ExperimentRunner:
             remove_stale_scratch(run_dir)
         self.service.verify_input(experiment)  # even when every fold is reused
         if run_type is RunType.backtesting:
-            self.check_tuning(experiment, named, len(folds))
+            named.check_fold_tuning(experiment.experiment_id, experiment.info, len(folds))
         if force and self.writes:  # nothing of the old run may stand, nor come back if this one is interrupted
             self._discard_results(run_dir, run_type)
         data, load_s = None, 0.0
@@ -263,22 +263,6 @@ class ExperimentRunner:
             write_json(run_dir / RUN_FILE, self._run_record(experiment, named, run_type, resumed, timings))
             write_json(run_dir / SUMMARY_FILE, summary)
         return RunResult(experiment.experiment_id, named.name, run_type, run_dir, fold_metrics, summary, resumed, timings)
-
-    @staticmethod
-    def check_tuning(experiment: Experiment, named: NamedConfig, n_folds: int, *, warn: bool = True) -> None:
-        """Per-fold tuned values must be this experiment's (its folds, data and splits); a backtest on the rows a
-        flat tune trained on is flagged."""
-        per_fold = named.config.fold_training_arguments
-        if per_fold:
-            elsewhere = tuned_elsewhere(named.config, experiment.info)
-            if elsewhere or sorted(per_fold) != list(range(n_folds)):
-                found = "; ".join(elsewhere) or f"folds {sorted(per_fold)} vs this experiment's {n_folds} fold(s)"
-                raise ExperimentError(
-                    f"{named.source} has fold_training_arguments tuned on other splits ({found}): they do not belong "
-                    f"to experiment {experiment.experiment_id!r}'s folds. Run `cli tune --nested` on this "
-                    "experiment, or remove fold_training_arguments.")
-        if warn and (caveat := backtest_caveat(named.config, experiment.experiment_id)):
-            logger.warning("%s: %s", named.name, caveat)
 
     @staticmethod
     def _discard_results(run_dir: Path, run_type: RunType) -> None:

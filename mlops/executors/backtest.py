@@ -110,7 +110,8 @@ def run_configs(runner: ExperimentRunner, experiment_id: str, configs: list[Name
     experiment = runner.service.load_experiment(experiment_id)
     if run_type is RunType.backtesting:  # before any task trains a fold with values that are not this experiment's
         for named in configs:
-            runner.check_tuning(experiment, named, len(experiment.plan.backtesting), warn=False)
+            named.check_fold_tuning(experiment.experiment_id, experiment.info, len(experiment.plan.backtesting),
+                                        warn=False)
     with RayCluster(options.ray_address) as cluster:
         sizes = {named.name: cluster.resources(named.config, named.source) for named in configs}
         remote = RemoteFolds(sizes)
