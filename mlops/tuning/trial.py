@@ -2,7 +2,8 @@
 
 A trial trains on the estimate stage's train split (or, for ``tune --nested``, a backtesting fold's) and
 is scored by macro-F1 on its validation split, or on ``inner_folds`` stratified folds of that train split
-(leakage groups kept whole). The global hold-out is never among those rows, nor a nested fold's test rows. The same ``evaluate_trial`` runs in this process or in a Ray task.
+(leakage groups kept whole). The global hold-out is never among those rows, nor a nested fold's test rows.
+The same ``evaluate_trial`` runs in this process or in a Ray task.
 """
 
 from __future__ import annotations

@@ -25,9 +25,9 @@ from mlops.config import ModelConfig
 from mlops.errors import ModelError
 from mlops.model_interface import FitContext, ModelInterface, TextDataset
 from models.hf_common.arithmetic import legacy_torch_arithmetic, torch_arithmetic
+from models.hf_common.batching import inference_batches, length_sorted_batches
 from models.hf_common.calibration import calibrate_temperature
 from models.hf_common.resolve import resolve_pretrained
-from models.hf_common.batching import inference_batches, length_sorted_batches
 from models.hf_common.training import (ThreadBudget, autocast, class_weight_vector, keep_freed_memory_for_reuse,
                                        quiet_transformers, resolve_precision, token_lengths)
 from models.hf_encoder.arguments import HFEncoderTrainingArguments

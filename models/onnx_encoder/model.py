@@ -28,6 +28,7 @@ from mlops.model_interface import (
     TextDataset,
     TrainingArguments,
 )
+from models.hf_common.batching import padding_aware_batches
 
 EXPORT_FILE = "export.json"
 EXPORT_FORMAT = 1
@@ -244,8 +245,6 @@ class OnnxEncoderClassifier(ModelInterface):
     def _batches(lengths: np.ndarray, rows: np.ndarray, size: int) -> list[np.ndarray]:
         """``rows`` sorted longest first and cut into batches of at most ``size`` (each padded to its first row),
         cut where padding would cost more than another call."""
-        from models.hf_common.batching import padding_aware_batches
-
         return padding_aware_batches(lengths, rows, size, CALL_COST_TOKENS)
 
     def _score(self, session, ids, type_ids, lengths: np.ndarray, batch: np.ndarray, out: np.ndarray) -> None:
