@@ -29,8 +29,8 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    from mlops.artifacts import load_model
-    from mlops.model_interface import TextDataset
+    from mlops.core.model_folder import load_model
+    from mlops.core.text_dataset import TextDataset
 
     texts = pd.read_csv(args.data_file)[args.text_column].astype(str).tolist()
     for runtime in args.runtimes:

@@ -67,9 +67,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from mlops.app import Application
-    from mlops.experiment_service import Columns, RunType
-    from mlops.reporting import compare_models
-    from mlops.splitting import BacktestingStrategy, SplitParameters
+    from mlops.experiments.service import Columns, RunType
+    from mlops.evaluation.comparison import compare_models
+    from mlops.data.splitting import BacktestingStrategy, SplitParameters
 
     with tempfile.TemporaryDirectory(prefix="bench-defaults-") as tmp:
         app = Application(Path(tmp) / "artifacts")
@@ -79,7 +79,7 @@ def main() -> None:
             lines = []
             for name in args.configs:
                 started = time.perf_counter()
-                result = app.estimate_performance(shape, _config_arg(name, Path(tmp)))
+                [result] = app.estimate_performance(shape, [_config_arg(name, Path(tmp))])
                 seconds = time.perf_counter() - started
                 record = json.loads((result.directory / "metrics.json").read_text())
                 metrics, runtime = record["metrics"], record.get("runtime", {})

@@ -40,8 +40,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from mlops.app import Application
-    from mlops.experiment_service import Columns
-    from mlops.splitting import SplitParameters
+    from mlops.executors import ExecutorOptions
+    from mlops.experiments.service import Columns
+    from mlops.data.splitting import SplitParameters
 
     with tempfile.TemporaryDirectory(prefix="bench-executors-") as tmp:
         data = Path(tmp) / "mr_rows.csv"
@@ -52,7 +53,7 @@ def main() -> None:
             app = Application(Path(tmp) / executor)
             app.generate_splits("bench", data, Columns(), SplitParameters(cv_folds=args.folds, seed=args.seed))
             started = time.perf_counter()
-            app.run_backtesting_many("bench", args.models, executor=executor, ray_address=args.ray_address)
+            app.run_backtesting("bench", args.models, executor=ExecutorOptions(executor, args.ray_address))
             seconds[executor] = time.perf_counter() - started
             print(f"{executor}: {len(args.models)} models x {args.folds} folds in {seconds[executor]:.1f} s")
         print(f"local / ray wall time: {seconds['local'] / seconds['ray']:.2f}x")

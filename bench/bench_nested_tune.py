@@ -45,8 +45,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from mlops.app import Application
-    from mlops.experiment_service import Columns, RunType
-    from mlops.splitting import SplitParameters
+    from mlops.experiments.service import Columns, RunType
+    from mlops.data.splitting import SplitParameters
     from mlops.tuning.service import TuneOptions
 
     scratch = tempfile.TemporaryDirectory(prefix="bench-nested-")
@@ -76,9 +76,9 @@ def main() -> None:
 
     tuned, flat_name = nested.best_config_path.stem, flat_path.stem
     for name in (args.model, str(flat_path), tuned):
-        app.run_backtesting("bench", name, force=True)
+        app.run_backtesting("bench", [name], force=True)
     for name in (args.model, tuned):
-        app.estimate_performance("bench", name, force=True)
+        app.estimate_performance("bench", [name], force=True)
     rows = {r["model"]: r for r in app.compare_models("bench", RunType.backtesting, baseline=args.model)}
     print(f"\nbacktest, {args.folds} folds, macro-F1 (mean over folds; diff to {args.model} paired by fold, "
           "corrected resampled t-test):")

@@ -55,11 +55,12 @@ def main() -> None:
     from sklearn.metrics import f1_score
 
     from mlops.app import Application
-    from mlops.experiment_service import Columns, dataset_at
-    from mlops.model_interface import FitContext, TextDataset
-    from mlops.pseudo_label import PseudoLabelSettings, pseudo_label_fold
-    from mlops.splitting import Fold, SplitParameters
-    from mlops.statistics import bayesian_correlated_ttest, corrected_resampled_ttest
+    from mlops.experiments.service import Columns, dataset_at
+    from mlops.core.model_interface import FitContext
+    from mlops.core.text_dataset import TextDataset
+    from mlops.augment.pseudo_label import PseudoLabelSettings, pseudo_label_fold
+    from mlops.data.splitting import Fold, SplitParameters
+    from mlops.core.statistics import bayesian_correlated_ttest, corrected_resampled_ttest
     from models.hf_encoder.embedding import pretrained_embedder
 
     with tempfile.TemporaryDirectory(prefix="bench-pseudo-") as tmp:

@@ -146,8 +146,8 @@ async def load_raw(url: str, texts: list[str], clients: int, seconds: float) -> 
 def model_only(model: Path, runtime: str, texts: list[str], batch: int, seconds: float) -> dict[str, float]:
     """Texts/s of the model alone (no HTTP), one text per call and ``batch`` texts per call: the ceiling of what
     micro-batching can gain (run in this process before any server starts)."""
-    from mlops.artifacts import load_model
-    from mlops.model_interface import TextDataset
+    from mlops.core.model_folder import load_model
+    from mlops.core.text_dataset import TextDataset
 
     loaded = load_model(model, runtime=runtime)
     rng = random.Random(0)

@@ -47,9 +47,9 @@ def main() -> None:
     import pandas as pd
 
     from mlops.app import Application
-    from mlops.experiment_service import Columns, RunType
-    from mlops.reporting import compare_models
-    from mlops.splitting import SplitParameters
+    from mlops.experiments.service import Columns, RunType
+    from mlops.evaluation.comparison import compare_models
+    from mlops.data.splitting import SplitParameters
 
     shipped = json.loads((ROOT / "model_configs" / "minilm.json").read_text())
     with tempfile.TemporaryDirectory(prefix="bench-techniques-") as tmp:
@@ -69,7 +69,7 @@ def main() -> None:
             path = Path(tmp) / f"{name}.json"
             path.write_text(json.dumps(config))
             started = time.perf_counter()
-            app.run_backtesting("bench", str(path))
+            app.run_backtesting("bench", [str(path)])
             print(f"{name}: {args.folds} folds in {time.perf_counter() - started:.0f} s", flush=True)
         rows = compare_models(app.service, "bench", RunType.backtesting, baseline="minilm_plain")
         print(f"\n{data.name}, {args.folds}-fold backtest, seed 42")

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 def _narrowed(model: str, steps: list[int], folder: Path) -> str:
     """A copy of config ``model`` whose search covers ``train_steps`` in ``steps``; its path."""
-    from mlops.catalog import ModelCatalog
+    from mlops.core.catalog import ModelCatalog
 
     data = json.loads(ModelCatalog().path_of(model).read_text())
     data.setdefault("search_space", {})["train_steps"] = {"type": "int", "low": steps[0], "high": steps[1]}
@@ -55,8 +55,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from mlops.app import Application
-    from mlops.experiment_service import Columns, RunType
-    from mlops.splitting import SplitParameters
+    from mlops.experiments.service import Columns, RunType
+    from mlops.data.splitting import SplitParameters
     from mlops.tuning.service import TuneOptions
 
     scratch = tempfile.TemporaryDirectory(prefix="bench-tune-")
@@ -87,8 +87,8 @@ def main() -> None:
 
     tuned = Path(a["config"]).stem
     for name in (args.model, tuned):
-        app.run_backtesting("bench", name, force=True)
-        app.estimate_performance("bench", name, force=True)
+        app.run_backtesting("bench", [name], force=True)
+        app.estimate_performance("bench", [name], force=True)
     rows = {r["model"]: r for r in app.compare_models("bench", RunType.backtesting, baseline=args.model)}
     row, base = rows[tuned], rows[args.model]
     print(f"backtest ({args.folds} folds) macro-F1: default {base['macro_f1_mean']:.4f}, tuned {row['macro_f1_mean']:.4f}; "

@@ -6,25 +6,26 @@ import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlops.artifacts import LoadedModel, Runtime, load_model
-from mlops.dataset import DEFAULT_MAX_TEXT_CHARS
-from mlops.catalog import DEFAULT_CONFIG_DIR, ModelCatalog
-from mlops.errors import ConfigError, DataError, ExperimentError
-from mlops.experiment_service import METRICS_FILE, Columns, Experiment, ExperimentService, RunType
-from mlops.export import ExportResult, export_after_training, export_model, supports_export
-from mlops.io import check_writable_directory, read_json
-from mlops.plugins import NamedConfig
-from mlops.prediction import (DEFAULT_CHUNK_ROWS, PredictionSummary, estimate_data_rows, evaluate_predictions,
-                              predict_file, predict_texts)
-from mlops.provenance import PROJECT_ROOT
-from mlops.pseudo_label import PseudoLabelSettings
-from mlops.pseudo_label_files import PseudoLabelSummary, load_encoder, read_pseudo_label_rows, write_pseudo_labels
-from mlops.reporting import compare_models, experiment_rows
-from mlops.runner import ExperimentRunner, FinalModelResult, RunResult
-from mlops.splitting import BacktestingStrategy, SplitParameters
+from mlops.core.catalog import DEFAULT_CONFIG_DIR, ModelCatalog
+from mlops.core.errors import ConfigError, DataError, ExperimentError
+from mlops.core.io import check_writable_directory, read_json
+from mlops.core.model_folder import LoadedModel, Runtime, load_model
+from mlops.core.plugins import NamedConfig
+from mlops.core.provenance import PROJECT_ROOT
+from mlops.data.splitting import BacktestingStrategy, SplitParameters
+from mlops.data.tables import DEFAULT_MAX_TEXT_CHARS
+from mlops.executors import ExecutorOptions, executor_for
+from mlops.experiments.runner import ExperimentRunner, FinalModelResult, RunResult
+from mlops.experiments.service import METRICS_FILE, Columns, Experiment, ExperimentService, RunType
 from mlops.tracking.session import make_tracking
+
+if TYPE_CHECKING:  # the services below are imported by the methods that use them, so a command loads only its own
+    from mlops.augment.pseudo_label import PseudoLabelSettings
+    from mlops.augment.pseudo_label_files import PseudoLabelSummary
+    from mlops.deploy.export import ExportResult
+    from mlops.deploy.prediction import PredictionSummary
 
 logger = logging.getLogger(__name__)
 
@@ -92,16 +93,22 @@ class Application:
                                               max_text_chars=max_text_chars)
 
     @_writes("run-backtesting")
-    def run_backtesting(self, experiment_id: str, model_config_name: str, *, force: bool = False) -> RunResult:
-        self.service.load_experiment(experiment_id)
-        return self.runner.run_backtesting(experiment_id, self.resolve_config(experiment_id, model_config_name),
-                                           force=force)
+    def run_backtesting(self, experiment_id: str, model_config_names: list[str], *, force: bool = False,
+                        executor: ExecutorOptions | None = None) -> list[RunResult]:
+        """Backtest each config; with ``ExecutorOptions("ray")`` every (config, fold) is a Ray task."""
+        return self._run(experiment_id, model_config_names, RunType.backtesting, force, executor)
 
     @_writes("estimate-performance")
-    def estimate_performance(self, experiment_id: str, model_config_name: str, *, force: bool = False) -> RunResult:
-        self.service.load_experiment(experiment_id)
-        return self.runner.estimate_performance(experiment_id, self.resolve_config(experiment_id, model_config_name),
-                                                force=force)
+    def estimate_performance(self, experiment_id: str, model_config_names: list[str], *, force: bool = False,
+                             executor: ExecutorOptions | None = None) -> list[RunResult]:
+        """Train each config on train-val and score it once on the untouched hold-out."""
+        return self._run(experiment_id, model_config_names, RunType.performance_estimation, force, executor)
+
+    def _run(self, experiment_id: str, names: list[str], run_type: RunType, force: bool,
+             options: ExecutorOptions | None) -> list[RunResult]:
+        experiment = self.service.load_experiment(experiment_id)
+        configs = [self.resolve_config(experiment_id, name) for name in names]
+        return self.runner.run(experiment, configs, run_type, force=force, executor=executor_for(options))
 
     @_writes("train-final-model")
     def train_final_model(self, experiment_id: str, model_config_name: str, *, model_output_dir: Path | None = None,
@@ -109,7 +116,9 @@ class Application:
         """Train and save the final model; an encoder also gets its checked ONNX export (``export=False`` skips it)."""
         experiment = self.service.load_experiment(experiment_id)
         named = self.resolve_config(experiment_id, model_config_name)
-        result = self.runner.train_final_model(experiment_id, named, model_output_dir=model_output_dir, force=force)
+        result = self.runner.train_final_model(experiment, named, model_output_dir=model_output_dir, force=force)
+        from mlops.deploy.export import export_after_training, supports_export
+
         if export and self.device in (None, "cpu") and supports_export(named.model_class) and self.runner.writes:
             result.export = export_after_training(result.model_dir, Path(experiment.info["input_file"]),
                                                   allow_external=self.allow_external_models)
@@ -119,12 +128,16 @@ class Application:
         return load_model(model_path, runtime=runtime, device=self.device, allow_external=self.allow_external_models)
 
     def export_model(self, model_path: Path, **options) -> ExportResult:
+        from mlops.deploy.export import export_model
+
         return export_model(model_path, allow_external=self.allow_external_models, **options)
 
     def predict_new(self, model_path: Path, input_file: Path, output_file: Path | None, *, text_column: str = "text",
                     text_pair_column: str | None = None, encoding: str = "utf-8", force: bool = False,
-                    chunk_rows: int = DEFAULT_CHUNK_ROWS, runtime: Runtime = "auto", on_start=None,
+                    chunk_rows: int | None = None, runtime: Runtime = "auto", on_start=None,
                     on_progress=None, max_text_chars: int | None = DEFAULT_MAX_TEXT_CHARS) -> PredictionSummary:
+        from mlops.deploy.prediction import DEFAULT_CHUNK_ROWS, estimate_data_rows, predict_file
+
         output_file = output_file or self.default_prediction_path(input_file)
         if not Path(input_file).is_file():  # cheap checks before the (possibly slow) model load
             raise DataError(f"input file {input_file} does not exist; check --input-file.")
@@ -135,21 +148,27 @@ class Application:
         if on_start:
             on_start(estimate_data_rows(Path(input_file)) if Path(input_file).is_file() else None)
         return predict_file(loaded, input_file, output_file, text_column=text_column,
-                            text_pair_column=text_pair_column, encoding=encoding, chunk_rows=chunk_rows,
+                            text_pair_column=text_pair_column, encoding=encoding, chunk_rows=chunk_rows or DEFAULT_CHUNK_ROWS,
                             force=force, on_progress=on_progress, max_text_chars=max_text_chars)
 
     def default_prediction_path(self, input_file: Path) -> Path:
         return self.service.artifacts_dir / "predictions" / f"{Path(input_file).stem}_predictions.csv"
 
     def predict_text(self, model_path: Path, text: str, text_pair: str | None = None, runtime: Runtime = "auto"):
+        from mlops.deploy.prediction import predict_texts
+
         loaded = self.load_model(model_path, runtime)
         return predict_texts(loaded, [text], [text_pair] if text_pair is not None else None)[0]
 
     def pseudo_label(self, model_path: str, input_file: Path, output_file: Path, *, labelled_file: Path | None = None,
                      text_column: str = "text", target_column: str = "label",
-                     settings: PseudoLabelSettings = PseudoLabelSettings(), batch_size: int = 64,
+                     settings: PseudoLabelSettings | None = None, batch_size: int = 64,
                      pooling: str = "mean", encoding: str = "utf-8", force: bool = False) -> PseudoLabelSummary:
         """``cli pseudo-label``: the rows are read and checked before the (slow) encoder load."""
+        from mlops.augment.pseudo_label import PseudoLabelSettings
+        from mlops.augment.pseudo_label_files import load_encoder, read_pseudo_label_rows, write_pseudo_labels
+
+        settings = settings or PseudoLabelSettings()
         rows = read_pseudo_label_rows(input_file, output_file, labelled_file=labelled_file, text_column=text_column,
                                       target_column=target_column, encoding=encoding, settings=settings, force=force)
         encoder = load_encoder(model_path, device=self.device, batch_size=batch_size, pooling=pooling,
@@ -157,6 +176,8 @@ class Application:
         return write_pseudo_labels(encoder, rows, output_file, settings)
 
     def evaluate_prediction(self, predictions_file: Path, ground_truth_file: Path, **options) -> dict[str, Any]:
+        from mlops.deploy.prediction import evaluate_predictions
+
         return evaluate_predictions(predictions_file, ground_truth_file, **options)
 
     def list_models(self) -> list[dict[str, Any]]:
@@ -180,18 +201,6 @@ class Application:
         """A config by path, by name in model_configs/, or by name among the experiment's tuned configs."""
         return self.catalog.resolve(model_config_name, tuned_dir=self.service.tuned_dir(experiment_id))
 
-    @_writes("run-backtesting")
-    def run_backtesting_many(self, experiment_id: str, model_config_names: list[str], *, force: bool = False,
-                             executor: str = "local", ray_address: str | None = None,
-                             ray_shared_data: bool = False) -> list[RunResult]:
-        """Backtest each config; with ``executor="ray"`` every (config, fold) is a Ray task."""
-        from mlops.executors.backtest import ExecutorOptions, run_configs
-
-        options = ExecutorOptions(executor, ray_address, ray_shared_data)
-        self.service.load_experiment(experiment_id)
-        configs = [self.resolve_config(experiment_id, name) for name in model_config_names]
-        return run_configs(self.runner, experiment_id, configs, RunType.backtesting, force=force, options=options)
-
     @_writes("tune")
     def tune(self, experiment_id: str, model_config_name: str, options) -> Any:
         """``cli tune``: an Optuna study over the config's search_space (see mlops.tuning.service)."""
@@ -203,26 +212,30 @@ class Application:
         return tuner.tune(experiment_id, named, options)
 
     def list_experiments(self) -> list[dict[str, Any]]:
+        from mlops.evaluation.comparison import experiment_rows
+
         return experiment_rows(self.service)
 
     def compare_models(self, experiment_id: str, run_type: RunType, *, metric: str = "macro_f1",
                        baseline: str | None = None, rope: float = 0.01) -> list[dict[str, Any]]:
+        from mlops.evaluation.comparison import compare_models
+
         return compare_models(self.service, experiment_id, run_type, metric=metric, baseline=baseline, rope=rope)
 
     @_writes("report")
     def report(self, experiment_id: str, *, output: Path | None = None, fmt: str = "html", force: bool = False):
-        from mlops.report.writer import write_report
+        from mlops.evaluation.report.writer import write_report
 
         return write_report(self.service, experiment_id, output=output, fmt=fmt, force=force)
 
     def serving_app(self, model_path: Path, runtime: Runtime = "auto", settings=None):
         """The FastAPI app serving ``model_path`` (loaded here, so a bad folder fails before the server starts)."""
-        from mlops.serving.server import ServeSettings, create_app
+        from mlops.deploy.serving.server import ServeSettings, create_app
 
         return create_app(self.load_model(model_path, runtime), settings or ServeSettings())
 
     def generate_data(self, request, progress=None):
-        from data.generation import generate
+        from mlops.augment.synthetic import generate
 
         return generate(request, progress=progress)
 
@@ -235,8 +248,8 @@ class Application:
         reused = self._reuse_or_create(experiment_id, params, columns, force)
         notes = []
         for model in models:
-            self.run_backtesting(experiment_id, model, force=force)
-            self.estimate_performance(experiment_id, model, force=force)
+            self.run_backtesting(experiment_id, [model], force=force)
+            self.estimate_performance(experiment_id, [model], force=force)
         ranking = [row for row in self.compare_models(experiment_id, RunType.backtesting) if row["model"] in models]
         estimates = {row["model"]: self.service.run_dir(experiment_id, row["model"], RunType.performance_estimation)
                      for row in ranking}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops.runtime import configure_openmp
+from mlops.core.runtime import configure_openmp
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -51,7 +51,7 @@ def cli(artifacts: Path):
 
     def invoke(*args: str, artifacts_dir: Path | None = artifacts, expect: int | None = 0):
         argv = list(args)
-        if artifacts_dir is not None and args and args[0] not in ("evaluate-prediction", "export-model"):
+        if artifacts_dir is not None and args:  # every command takes --artifacts-dir
             argv += ["--artifacts-dir", str(artifacts_dir)]
         result = runner.invoke(app, argv, catch_exceptions=False)
         if expect is not None:
@@ -76,8 +76,8 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
-    """A tiny randomly initialised BERT and its tokenizer (tests/hf_fixtures.py), built once per run."""
-    from hf_fixtures import build_tiny_bert
+    """A tiny randomly initialised BERT and its tokenizer (tests/helpers/hf.py), built once per run."""
+    from helpers.hf import build_tiny_bert
 
     return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert") / "model")
 
@@ -85,9 +85,9 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def topics():
     """320 topic sentences split 200 / 60 / 60 into train, val and test."""
-    from hf_fixtures import topic_data
+    from helpers.hf import topic_data
 
-    from mlops.model_interface import TextDataset
+    from mlops.core.text_dataset import TextDataset
 
     texts, labels = topic_data(320, seed=1)
     return {

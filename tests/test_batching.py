@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from mlops.serving.batching import MicroBatcher
+from mlops.deploy.serving.batching import MicroBatcher
 
 
 class Recorder:

@@ -10,11 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops.config import ModelConfig
-from mlops.errors import ModelError
-from mlops.model_interface import FitContext, TextDataset
-from mlops.pipeline import compute_metrics, expected_calibration_error, fit_and_predict
-from mlops.plugins import resolve
+from helpers.cli import REVIEW_COLUMNS, generate_splits
+from mlops.core.config import ModelConfig
+from mlops.core.errors import ModelError
+from mlops.core.metrics import compute_metrics, expected_calibration_error
+from mlops.core.model_interface import FitContext
+from mlops.core.plugins import resolve
+from mlops.core.text_dataset import TextDataset
+from mlops.experiments.fold import fit_and_predict
 from models.hf_common.calibration import calibrate_temperature, fit_temperature, mean_log_loss, softmax
 
 LABELS = ["tech", "food", "sports"]  # deliberately not sorted
@@ -324,8 +327,7 @@ def test_the_fold_record_holds_ece_and_the_uncalibrated_metrics(cli, small_csv, 
     config = tmp_path / "tfidf_sigmoid.json"
     config.write_text(json.dumps({"module_path": "models.tfidf_linear.model", "class_name": "TfidfLinearClassifier",
                                   "training_arguments": {"calibration": "sigmoid"}}))
-    cli("generate-splits", "--experiment-id", "exp", "--input-file", str(small_csv), "--text-column", "Sentence",
-        "--target-column", "Sentiment", "--cv-folds", "2", "--seed", "7")
+    generate_splits(cli, "exp", small_csv, folds=2, seed=7, columns=REVIEW_COLUMNS)
     cli("run-backtesting", "--experiment-id", "exp", "--model-config-name", str(config))
     cli("run-backtesting", "--experiment-id", "exp", "--model-config-name", "tfidf_logreg")
     runs = artifacts / "experiments" / "exp" / "runs"

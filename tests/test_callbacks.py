@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hf_fixtures import build_tiny_bert, topic_data
 
-from mlops.callbacks import CallbackList, LoopState, TrainingCallback
-from mlops.config import ModelConfig
-from mlops.model_interface import FitContext, TextDataset
+from helpers.hf import build_tiny_bert, topic_data
+from mlops.core.callbacks import CallbackList, LoopState, TrainingCallback
+from mlops.core.config import ModelConfig
+from mlops.core.model_interface import FitContext
+from mlops.core.text_dataset import TextDataset
 
 LABELS = ["sports", "tech", "food"]
 TEXTS, TARGETS = topic_data(96, seed=3)
@@ -119,8 +120,8 @@ def test_callback_list_threads_the_loss_and_ends_every_callback():
 
 
 def test_the_runner_hands_its_callbacks_to_every_fit(tmp_path):
-    from mlops.experiment_service import ExperimentService
-    from mlops.runner import ExperimentRunner
+    from mlops.experiments.service import ExperimentService
+    from mlops.experiments.runner import ExperimentRunner
 
     recorder = Recorder()
     runner = ExperimentRunner(ExperimentService(tmp_path), callbacks=[recorder])

@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from helpers.cli import generate_splits
+
+
 
 def _split_args(csv: Path, experiment: str = "exp") -> list[str]:
     return ["generate-splits", "--experiment-id", experiment, "--input-file", str(csv),
@@ -119,8 +122,8 @@ def test_train_val_strategy_and_text_pairs_and_groups(cli, tmp_path: Path, mr_ro
     frame["author"] = [f"u{i % 40}" for i in range(200)]
     csv = tmp_path / "pairs.csv"
     frame.to_csv(csv, index=False)
-    cli("generate-splits", "--experiment-id", "pairs", "--input-file", str(csv), "--text-pair-column", "hypothesis",
-        "--group-column", "author", "--backtesting-strategy", "train-val")
+    generate_splits(cli, "pairs", csv, "--text-pair-column", "hypothesis", "--group-column", "author",
+                    '--backtesting-strategy', 'train-val')
     result = cli("run-backtesting", "--experiment-id", "pairs", "--model-config-name", "tfidf_logreg")
     assert "1 fold(s)" in result.output
     splits = np.load(tmp_path / "artifacts" / "experiments" / "pairs" / "splits.npz")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops.catalog import DEFAULT_CONFIG_DIR, ModelCatalog
-from mlops.plugins import is_trusted_module
+from mlops.core.catalog import DEFAULT_CONFIG_DIR, ModelCatalog
+from mlops.core.plugins import is_trusted_module
 
 CONFIGS = sorted(DEFAULT_CONFIG_DIR.glob("*.json"))
 

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hf_fixtures import build_tiny_bert, topic_data
-from llm_fixtures import build_tiny_causal_lm
 
-from mlops.config import ModelConfig
-from mlops.errors import ModelError
-from mlops.model_interface import FitContext, ModelInterface, TextDataset
-from mlops.plugins import resolve
+from helpers.hf import build_tiny_bert, topic_data
+from helpers.llm import build_tiny_causal_lm
+from mlops.core.config import ModelConfig
+from mlops.core.errors import ModelError
+from mlops.core.model_interface import FitContext, ModelInterface
+from mlops.core.plugins import resolve
+from mlops.core.text_dataset import TextDataset
 
 #: Deliberately not sorted: columns must follow this order, not the alphabet or the training data's.
 LABELS = ["tech", "sports", "food"]
@@ -188,7 +189,7 @@ def test_an_export_refuses_to_train(fitted):
 
 def test_every_model_package_is_covered():
     """A model package under models/ with a ModelInterface must be listed in FAMILIES."""
-    from mlops.plugins import available_model_modules
+    from mlops.core.plugins import available_model_modules
 
     covered = {f.module_path for f in FAMILIES}
     assert set(available_model_modules()) - {"models.hf_common.model"} <= covered

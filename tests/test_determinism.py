@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hf_fixtures import write_tiny_encoder_config, write_topic_csv
 
-from tests.test_bad_input import _assert_clean_failure
+from helpers.cli import REVIEW_COLUMNS, assert_clean_failure, generate_splits
+from helpers.hf import write_tiny_encoder_config, write_topic_csv
+
 
 
 def _fold_records(artifacts: Path, experiment: str, model: str) -> list[dict]:
@@ -36,7 +37,7 @@ def test_encoder_metrics_and_thread_count_do_not_change_with_a_busy_process(cli,
         "num_threads": None, "epochs": 2})
     records = []
     for attempt, experiment in enumerate(("idle", "loaded")):
-        cli("generate-splits", "--experiment-id", experiment, "--input-file", str(data), "--cv-folds", "2")
+        generate_splits(cli, experiment, data, folds=2)
         if attempt:
             request.getfixturevalue("busy_process")
         cli("run-backtesting", "--experiment-id", experiment, "--model-config-name", str(config))
@@ -53,8 +54,8 @@ def test_encoder_metrics_and_thread_count_do_not_change_with_a_busy_process(cli,
 
 
 def test_adaptive_threads_are_recorded_as_such_in_the_fold_identity(tmp_path):
-    from mlops.config import ModelConfig
-    from mlops.plugins import resolve
+    from mlops.core.config import ModelConfig
+    from mlops.core.plugins import resolve
 
     config = json.loads(write_tiny_encoder_config(tmp_path / "t.json", tmp_path / "bert", training_arguments={
         "num_threads": "adaptive"}).read_text())
@@ -65,21 +66,20 @@ def test_adaptive_threads_are_recorded_as_such_in_the_fold_identity(tmp_path):
 
 
 def test_a_resume_refuses_folds_computed_with_other_arithmetic(cli, small_csv, artifacts):
-    cli("generate-splits", "--experiment-id", "a", "--input-file", str(small_csv), "--text-column", "Sentence",
-        "--target-column", "Sentiment", "--cv-folds", "2")
+    generate_splits(cli, "a", small_csv, folds=2, columns=REVIEW_COLUMNS)
     cli("run-backtesting", "--experiment-id", "a", "--model-config-name", "tfidf_logreg")
     path = artifacts / "experiments/a/runs/tfidf_logreg/backtesting/fold_1/metrics.json"
     record = json.loads(path.read_text())
     record["identity"]["arithmetic"] = {"device": "cpu", "precision": "fp32", "torch_threads": 7}
     path.write_text(json.dumps(record))
     result = cli("run-backtesting", "--experiment-id", "a", "--model-config-name", "tfidf_logreg", expect=None)
-    _assert_clean_failure(result, 'arithmetic {"device":"cpu","precision":"fp32","torch_threads":7} -> {}', "--force")
+    assert_clean_failure(result, 'arithmetic {"device":"cpu","precision":"fp32","torch_threads":7} -> {}', "--force")
 
 
 def test_folds_recorded_before_identities_carried_the_arithmetic_still_resume(cli, tmp_path, artifacts):
     data = write_topic_csv(tmp_path / "topics.csv", 90, seed=4)
     config = write_tiny_encoder_config(tmp_path / "tiny.json", tmp_path / "bert", training_arguments={"epochs": 1})
-    cli("generate-splits", "--experiment-id", "old", "--input-file", str(data), "--cv-folds", "2")
+    generate_splits(cli, "old", data, folds=2)
     for model in ("tfidf_logreg", str(config)):
         cli("run-backtesting", "--experiment-id", "old", "--model-config-name", model)
     for path in (artifacts / "experiments/old/runs").glob("*/backtesting/fold_*/metrics.json"):
@@ -94,15 +94,14 @@ def test_folds_recorded_before_identities_carried_the_arithmetic_still_resume(cl
     record["runtime"]["torch_threads"] = 5  # ... but one trained with other threads is still refused
     record_path.write_text(json.dumps(record))
     result = cli("run-backtesting", "--experiment-id", "old", "--model-config-name", str(config), expect=None)
-    _assert_clean_failure(result, '"torch_threads":5', "num_threads")
+    assert_clean_failure(result, '"torch_threads":5', "num_threads")
 
 
 def test_an_interrupted_force_cannot_bring_old_folds_back(cli, small_csv, artifacts, monkeypatch):
-    import mlops.runner as runner
-    from mlops.errors import ModelError
+    import mlops.executors.local as runner
+    from mlops.core.errors import ModelError
 
-    cli("generate-splits", "--experiment-id", "f", "--input-file", str(small_csv), "--text-column", "Sentence",
-        "--target-column", "Sentiment", "--cv-folds", "3")
+    generate_splits(cli, "f", small_csv, folds=3, columns=REVIEW_COLUMNS)
     backtest = ("run-backtesting", "--experiment-id", "f", "--model-config-name", "tfidf_logreg")
     cli(*backtest)
     real, calls = runner.fit_and_predict, []
@@ -114,7 +113,7 @@ def test_an_interrupted_force_cannot_bring_old_folds_back(cli, small_csv, artifa
         return real(*args, **kwargs)
 
     monkeypatch.setattr(runner, "fit_and_predict", fails_on_the_second_fold)
-    _assert_clean_failure(cli(*backtest, "--force", expect=None), "interrupted")
+    assert_clean_failure(cli(*backtest, "--force", expect=None), "interrupted")
     monkeypatch.undo()
     run_dir = artifacts / "experiments/f/runs/tfidf_logreg/backtesting"
     assert sorted(p.name for p in run_dir.glob("fold_*")) == ["fold_0"]  # the old folds 1 and 2 are gone
@@ -123,8 +122,7 @@ def test_an_interrupted_force_cannot_bring_old_folds_back(cli, small_csv, artifa
 
 
 def test_runs_on_other_splits_are_marked_stale_or_left_out_in_every_view(cli, small_csv, artifacts):
-    cli("generate-splits", "--experiment-id", "s", "--input-file", str(small_csv), "--text-column", "Sentence",
-        "--target-column", "Sentiment", "--cv-folds", "2")
+    generate_splits(cli, "s", small_csv, folds=2, columns=REVIEW_COLUMNS)
     for model in ("tfidf_logreg", "tfidf_svm"):
         cli("run-backtesting", "--experiment-id", "s", "--model-config-name", model)
     cli("estimate-performance", "--experiment-id", "s", "--model-config-name", "tfidf_svm")
@@ -144,10 +142,10 @@ def test_runs_on_other_splits_are_marked_stale_or_left_out_in_every_view(cli, sm
     assert [r["model"] for r in json.loads(result.stdout)] == ["tfidf_logreg"]
     assert "tfidf_svm: left out" in result.stderr
     result = cli("compare-models", "--experiment-id", "s", "--run-type", "performance_estimation", expect=None)
-    _assert_clean_failure(result, "no performance_estimation results")
+    assert_clean_failure(result, "no performance_estimation results")
 
-    from mlops.experiment_service import ExperimentService
-    from mlops.report.collect import collect
+    from mlops.experiments.service import ExperimentService
+    from mlops.evaluation.report.collect import collect
 
     view = collect(ExperimentService(artifacts), "s")
     assert [(m.name, m.backtesting is not None, m.holdout is not None) for m in view.models] == [

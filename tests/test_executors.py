@@ -8,12 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.usefixtures("ray_local")
+from helpers.cli import generate_splits
+
+
+pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]  # starts Ray
 
 
 def _split(cli, csv: Path, artifacts: Path, folds: int = 3, *columns: str) -> None:
-    cli("generate-splits", "--experiment-id", "x", "--input-file", str(csv), "--cv-folds", str(folds), *columns,
-        artifacts_dir=artifacts)
+    generate_splits(cli, "x", csv, *columns, folds=str(folds), artifacts_dir=artifacts)
 
 
 def _folds(artifacts: Path, config: str) -> list[tuple[dict, pd.DataFrame]]:
@@ -60,7 +62,7 @@ def test_ray_and_local_executors_give_the_same_folds_for_tfidf(cli, small_csv, t
 
 @pytest.fixture
 def tiny_encoder(tmp_path: Path) -> tuple[Path, Path]:
-    from hf_fixtures import write_tiny_encoder_config, write_topic_csv
+    from helpers.hf import write_tiny_encoder_config, write_topic_csv
 
     csv = write_topic_csv(tmp_path / "topics.csv", 120, seed=5)
     config = write_tiny_encoder_config(tmp_path / "tiny.json", tmp_path / "bert", resources={"cpus": 1},

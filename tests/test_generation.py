@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from data.generation import GenerationProgress, GenerationRequest, generate, plan_counts
-from data.generation.generator import split_total
-from data.generation.quality import NearDuplicateIndex, QualityFilter, dedup_key, looks_like_wrong_language, normalise
-from mlops.errors import ConfigError, DataError, ExperimentError
+from mlops.augment.synthetic import GenerationProgress, GenerationRequest, generate, plan_counts
+from mlops.augment.synthetic.generator import split_total
+from mlops.augment.synthetic.quality import NearDuplicateIndex, QualityFilter, dedup_key, looks_like_wrong_language, normalise
+from mlops.core.errors import ConfigError, DataError, ExperimentError
 
 
 # -- pure pieces ---------------------------------------------------------------------------------
@@ -231,8 +231,9 @@ def test_seed_examples_file_and_missing_labels(tmp_path):
 @pytest.fixture
 def verifier_folder(tmp_path) -> Path:
     """A TF-IDF model trained on obvious words, saved the way train-final-model saves it."""
-    from mlops.config import ModelConfig
-    from mlops.model_interface import FitContext, TextDataset
+    from mlops.core.config import ModelConfig
+    from mlops.core.model_interface import FitContext
+    from mlops.core.text_dataset import TextDataset
     from models.tfidf_linear.model import TfidfLinearClassifier
 
     config = ModelConfig(module_path="models.tfidf_linear.model", class_name="TfidfLinearClassifier",
@@ -303,7 +304,7 @@ def test_verifier_with_other_labels_is_rejected(tmp_path, verifier_folder):
 
 # -- a tiny real causal LM -----------------------------------------------------------------------
 def test_generate_with_a_tiny_causal_lm(tmp_path):
-    from llm_fixtures import build_tiny_causal_lm
+    from helpers.llm import build_tiny_causal_lm
 
     model_dir = build_tiny_causal_lm(tmp_path / "lm", arch="llama", tokenizer="word")
     request = GenerationRequest(name="tiny", output_dir=tmp_path / "out", examples_per_label=3,

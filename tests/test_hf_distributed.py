@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hf_fixtures import build_tiny_bert, topic_data
+from helpers.hf import build_tiny_bert, topic_data
+
+pytestmark = pytest.mark.slow  # two training processes
 
 
 def _free_port() -> int:
@@ -21,8 +23,9 @@ def _free_port() -> int:
 def _train(model_dir: str) -> tuple[np.ndarray, dict]:
     import torch
 
-    from mlops.config import ModelConfig
-    from mlops.model_interface import FitContext, TextDataset
+    from mlops.core.config import ModelConfig
+    from mlops.core.model_interface import FitContext
+    from mlops.core.text_dataset import TextDataset
     from models.hf_encoder.model import HFEncoderClassifier
 
     texts, labels = topic_data(96, seed=1)

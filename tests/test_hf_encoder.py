@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hf_fixtures import topic_data
 
-from mlops.config import ModelConfig, load_model_config_file
-from mlops.plugins import resolve_model_class, validate_training_arguments
-from mlops.errors import ModelError
-from mlops.model_interface import FitContext, TextDataset
+from helpers.hf import topic_data
+from mlops.core.config import ModelConfig, load_model_config_file
+from mlops.core.errors import ModelError
+from mlops.core.model_interface import FitContext
+from mlops.core.plugins import resolve_model_class, validate_training_arguments
+from mlops.core.text_dataset import TextDataset
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LABELS = ["tech", "food", "sports"]  # deliberately not sorted: columns must follow this order
@@ -320,10 +321,10 @@ def test_resolution_order_local_then_package_then_hub(offline, tiny_bert, monkey
     assert (local.kind, local.source) == ("local", str(tiny_bert.resolve()))
 
     monkeypatch.setitem(resolve.PACKAGED_MODELS, "tiny-org/tiny-bert",
-                        resolve.PackagedModel("hf_fixtures:packaged_tiny_bert", "uv add tiny-bert"))
+                        resolve.PackagedModel("helpers.hf:packaged_tiny_bert", "uv add tiny-bert"))
     packaged = resolve.resolve_pretrained("tiny-org/tiny-bert")
     assert packaged.kind == "package" and Path(packaged.source).is_dir()
-    assert "hf_fixtures:packaged_tiny_bert" in packaged.reason
+    assert "helpers.hf:packaged_tiny_bert" in packaged.reason
 
     monkeypatch.setitem(resolve.PACKAGED_MODELS, "tiny-org/not-installed",
                         resolve.PackagedModel("no_such_package_xyz:get_model_path", "uv add no-such-package"))

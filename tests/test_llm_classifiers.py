@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops.config import ModelConfig, load_model_config_file
-from mlops.plugins import resolve_model_class, validate_training_arguments
-from mlops.errors import ConfigError
-from mlops.model_interface import FitContext, TextDataset
-from llm_fixtures import build_tiny_causal_lm
+from helpers.llm import build_tiny_causal_lm
+from mlops.core.config import ModelConfig, load_model_config_file
+from mlops.core.errors import ConfigError
+from mlops.core.model_interface import FitContext
+from mlops.core.plugins import resolve_model_class, validate_training_arguments
+from mlops.core.text_dataset import TextDataset
 
 LABELS = ["negative", "positive"]
 TRAIN = TextDataset(
@@ -192,7 +193,7 @@ def test_bad_template_is_a_config_error():
 
 
 def test_unreachable_model_is_a_model_error(tmp_path, monkeypatch):
-    from mlops.errors import ModelError
+    from mlops.core.errors import ModelError
     from models.llm_prompt.model import LlmPromptClassifier
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -9,7 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm_fixtures import build_tiny_causal_lm
+from helpers.llm import build_tiny_causal_lm
+
+from helpers.cli import REVIEW_COLUMNS, generate_splits
+
+
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +33,7 @@ def test_llm_classifier_lifecycle(cli, small_csv: Path, tmp_path: Path, tiny_lm:
                                          "lora_r": 2, "batch_size": 32}}
     config_path = tmp_path / f"tiny_{kind}.json"
     config_path.write_text(json.dumps(config))
-    cli("generate-splits", "--experiment-id", "exp", "--input-file", str(small_csv), "--text-column", "Sentence",
-        "--target-column", "Sentiment", "--cv-folds", "2", "--seed", "7")
+    generate_splits(cli, "exp", small_csv, folds=2, seed=7, columns=REVIEW_COLUMNS)
     cli("run-backtesting", "--experiment-id", "exp", "--model-config-name", str(config_path))
     model_dir = tmp_path / "model"
     cli("train-final-model", "--experiment-id", "exp", "--model-config-name", str(config_path),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.errors import ModelError
+from mlops.core.errors import ModelError
 from models.hf_common import mpnet_parts, resolve
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from mlops.core.class_balance import resolve_class_weight
 from models.hf_encoder.arguments import HFEncoderTrainingArguments
 from models.hf_encoder.objectives import (classifier_head, embedding_quality, mix_pairs, soft_cross_entropy,
                                           supcon_loss)
-from mlops.class_balance import resolve_class_weight
 from models.hf_encoder.recipe import plan_epochs
 
 
@@ -150,8 +150,8 @@ def test_embedding_quality_on_separated_and_on_mixed_embeddings():
 
 # --- in a real fit ------------------------------------------------------------------------------------------------
 def _fit(tiny_bert, topics, **arguments):
-    from mlops.config import ModelConfig
-    from mlops.model_interface import FitContext
+    from mlops.core.config import ModelConfig
+    from mlops.core.model_interface import FitContext
     from models.hf_encoder.model import HFEncoderClassifier
 
     config = ModelConfig.model_validate({
@@ -189,8 +189,8 @@ def test_the_recipe_is_recorded_with_its_reasons(tiny_bert, topics):
 
 
 def test_tfidf_class_weight_auto_is_resolved_on_the_training_rows_and_recorded():
-    from mlops.config import ModelConfig
-    from mlops.model_interface import TextDataset
+    from mlops.core.config import ModelConfig
+    from mlops.core.text_dataset import TextDataset
     from models.tfidf_linear.model import TfidfLinearClassifier
 
     config = ModelConfig.model_validate({"module_path": "models.tfidf_linear.model",
@@ -206,8 +206,8 @@ def test_tfidf_class_weight_auto_is_resolved_on_the_training_rows_and_recorded()
 
 
 def test_a_saved_tfidf_model_keeps_its_auto_class_weight_record(tmp_path):
-    from mlops.config import ModelConfig
-    from mlops.model_interface import TextDataset
+    from mlops.core.config import ModelConfig
+    from mlops.core.text_dataset import TextDataset
     from models.tfidf_linear.model import TfidfLinearClassifier
 
     config = ModelConfig.model_validate({"module_path": "models.tfidf_linear.model",

@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hf_fixtures import build_tiny_bert, topic_data
 
-from mlops.config import ModelConfig
-from mlops.errors import DataError, ExperimentError, ModelError
-from mlops.model_interface import FitContext, TextDataset
+from helpers.cli import generate_splits
+from helpers.hf import build_tiny_bert, topic_data
+from mlops.core.config import ModelConfig
+from mlops.core.errors import DataError, ExperimentError, ModelError
+from mlops.core.model_interface import FitContext
+from mlops.core.text_dataset import TextDataset
 
 LABELS = ["tech", "food", "sports"]
 
@@ -26,7 +28,7 @@ def encoder_config(model_dir: Path) -> ModelConfig:
 
 
 def train_folder(base: Path, folder: Path, pairs: bool = False) -> Path:
-    from mlops.artifacts import write_model_descriptor
+    from mlops.core.model_folder import write_model_descriptor
     from models.hf_encoder.model import HFEncoderClassifier
 
     texts, labels = topic_data(200, seed=1)
@@ -44,7 +46,7 @@ def train_folder(base: Path, folder: Path, pairs: bool = False) -> Path:
 @pytest.fixture(autouse=True)
 def no_gpu(monkeypatch):
     """runtime auto keeps torch on a GPU host; these tests are about the CPU choice."""
-    monkeypatch.setattr("mlops.artifacts._gpu_present", lambda: False)
+    monkeypatch.setattr("mlops.core.model_folder._gpu_present", lambda: False)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def data_file(tmp_path_factory) -> Path:
 
 
 def torch_proba(model_dir: Path, texts: list[str], pairs=None) -> np.ndarray:
-    from mlops.artifacts import load_model_folder
+    from mlops.core.model_folder import load_model_folder
 
     loaded = load_model_folder(model_dir, device="cpu")
     return loaded.model.predict_proba(TextDataset(texts, text_pairs=pairs))
@@ -79,7 +81,7 @@ def torch_proba(model_dir: Path, texts: list[str], pairs=None) -> np.ndarray:
 
 def test_fp32_export_reproduces_the_torch_model(model_dir, data_file, tmp_path):
     from mlops.app import Application
-    from mlops.export import export_model
+    from mlops.deploy.export import export_model
     from models.onnx_encoder.model import OnnxEncoderClassifier
 
     result = export_model(model_dir, precision="fp32", data_file=data_file, rows=300)
@@ -93,7 +95,7 @@ def test_fp32_export_reproduces_the_torch_model(model_dir, data_file, tmp_path):
     loaded = Application(tmp_path / "artifacts").load_model(model_dir)  # runtime auto: the export, on a CPU
     assert isinstance(loaded.model, OnnxEncoderClassifier)
     onnx = loaded.predict_proba(TextDataset(texts))
-    from mlops.artifacts import load_model_folder
+    from mlops.core.model_folder import load_model_folder
 
     torch_model = load_model_folder(model_dir, device="cpu").model
     np.testing.assert_allclose(onnx, torch_model.predict_proba(TextDataset(texts)), atol=1e-4)
@@ -110,7 +112,7 @@ def test_fp32_export_reproduces_the_torch_model(model_dir, data_file, tmp_path):
 
 def test_int8_export_meets_its_agreement_on_held_back_rows(model_dir, data_file):
     from mlops.app import Application
-    from mlops.export import export_model
+    from mlops.deploy.export import export_model
 
     result = export_model(model_dir, precision="auto", data_file=data_file, rows=400, min_agreement=0.99)
     manifest = json.loads((result.directory / "manifest.json").read_text())
@@ -131,8 +133,8 @@ def test_int8_export_meets_its_agreement_on_held_back_rows(model_dir, data_file)
 
 
 def test_parallel_workers_give_the_single_session_result(model_dir, data_file):
-    from mlops.export import export_model
-    from mlops.artifacts import load_model_folder
+    from mlops.deploy.export import export_model
+    from mlops.core.model_folder import load_model_folder
 
     export_model(model_dir, precision="fp32", data_file=data_file, rows=300)
     texts = pd.read_csv(data_file).text.tolist()[:150]
@@ -147,8 +149,8 @@ def test_parallel_workers_give_the_single_session_result(model_dir, data_file):
 
 
 def test_rows_under_the_margin_are_rescored_in_fp32(model_dir, data_file):
-    from mlops.export import export_model
-    from mlops.artifacts import load_model_folder
+    from mlops.deploy.export import export_model
+    from mlops.core.model_folder import load_model_folder
     from models.onnx_encoder.model import open_session
 
     export_model(model_dir, precision="fp32", data_file=data_file, rows=300)
@@ -156,7 +158,7 @@ def test_rows_under_the_margin_are_rescored_in_fp32(model_dir, data_file):
     runtime = load_model_folder(model_dir / "onnx").model
     exact = runtime.predict_proba(TextDataset(texts))
     quantized = shutil.copy(model_dir / "onnx" / "model.onnx", model_dir / "q.onnx")
-    from models.hf_encoder.onnx_export import quantize_int8
+    from models.onnx_encoder.graph import quantize_int8
 
     quantize_int8(Path(quantized), model_dir / "q8.onnx")
     runtime._sessions, runtime._session_path = [open_session(model_dir / "q8.onnx", 1)], model_dir / "q8.onnx"
@@ -168,7 +170,7 @@ def test_rows_under_the_margin_are_rescored_in_fp32(model_dir, data_file):
 
 
 def test_cascade_takes_uncertain_rows_from_fp32():
-    from models.hf_encoder.onnx_export import cascade, top_two_margin
+    from models.onnx_encoder.graph import cascade, top_two_margin
 
     int8 = np.array([[0.52, 0.48], [0.9, 0.1], [0.2, 0.3, 0.5]][:2])
     fp32 = np.array([[0.45, 0.55], [0.95, 0.05]])
@@ -179,8 +181,8 @@ def test_cascade_takes_uncertain_rows_from_fp32():
 
 
 def test_sentence_pair_models_export_too(tmp_path, data_file):
-    from mlops.export import export_model
-    from mlops.artifacts import load_model_folder
+    from mlops.deploy.export import export_model
+    from mlops.core.model_folder import load_model_folder
 
     base = build_tiny_bert(tmp_path / "base")
     folder = train_folder(base, tmp_path / "pairs", pairs=True)
@@ -196,7 +198,7 @@ def test_sentence_pair_models_export_too(tmp_path, data_file):
 
 
 def test_export_refuses_bad_requests_and_leaves_nothing_behind(model_dir, data_file, tmp_path):
-    from mlops.export import export_model
+    from mlops.deploy.export import export_model
 
     with pytest.raises(ExperimentError, match="--data-file"):
         export_model(model_dir, precision="fp32")  # the manifest names no training file
@@ -224,20 +226,20 @@ def test_export_refuses_bad_requests_and_leaves_nothing_behind(model_dir, data_f
 
 
 def test_a_failing_export_leaves_nothing_behind(model_dir, data_file, monkeypatch):
-    from mlops.export import export_model
+    from mlops.deploy.export import export_model
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("quantizer crashed")
 
-    monkeypatch.setattr("models.hf_encoder.onnx_export.quantize_int8", broken)
+    monkeypatch.setattr("models.onnx_encoder.graph.quantize_int8", broken)
     with pytest.raises(ModelError, match="quantizer crashed"):
         export_model(model_dir, precision="int8", data_file=data_file, rows=300)
     assert not (model_dir / "onnx").exists() and not list(model_dir.glob(".onnx*"))
 
 
 def test_tfidf_models_have_no_onnx_export(tmp_path, data_file):
-    from mlops.export import export_model
-    from mlops.artifacts import write_model_descriptor
+    from mlops.deploy.export import export_model
+    from mlops.core.model_folder import write_model_descriptor
     from models.tfidf_linear.model import TfidfLinearClassifier
 
     config = ModelConfig(module_path="models.tfidf_linear.model", class_name="TfidfLinearClassifier")
@@ -254,8 +256,8 @@ def test_tfidf_models_have_no_onnx_export(tmp_path, data_file):
 
 def test_runtime_choice(model_dir, data_file, tmp_path, caplog):
     from mlops.app import Application
-    from mlops.artifacts import runtime_folder
-    from mlops.export import export_model
+    from mlops.core.model_folder import runtime_folder
+    from mlops.deploy.export import export_model
 
     with pytest.raises(ExperimentError, match="no ONNX export"):
         runtime_folder(model_dir, "onnx", None)
@@ -294,6 +296,33 @@ def test_cli_export_and_predict_text(model_dir, data_file, cli):
     assert "CPU" in missing.output
 
 
+#: Runs the CLI in a fresh process, then prints which heavy libraries the command imported.
+_IMPORTS_OF = """
+import sys, main
+try:
+    main.app(sys.argv[1:])
+except SystemExit as stop:
+    assert not stop.code, stop.code
+print(sorted(m for m in ("torch", "transformers", "scipy", "sklearn", "pandas", "matplotlib") if m in sys.modules))
+"""
+
+
+def test_predict_text_on_an_export_imports_no_training_or_statistics_library(model_dir, data_file):
+    """One-text prediction on the CPU runs the export through onnxruntime and tokenizers alone (a fast start)."""
+    import subprocess
+    import sys
+
+    from mlops.deploy.export import export_model
+
+    export_model(model_dir, data_file=data_file, rows=300, precision="fp32")
+    root = Path(__file__).resolve().parent.parent
+    command = ["predict-new", "--model-path", str(model_dir), "--runtime", "onnx", "--text", "the football coach"]
+    done = subprocess.run([sys.executable, "-c", _IMPORTS_OF, *command], cwd=root, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+
+
 def test_worker_layout_defaults():
     from models.onnx_encoder.model import OnnxEncoderArguments
 
@@ -305,7 +334,7 @@ def test_worker_layout_defaults():
 
 
 def test_train_final_model_writes_the_checked_export_by_itself(cli, artifacts, tmp_path):
-    from mlops.artifacts import export_for, runtime_folder
+    from mlops.core.model_folder import export_for, runtime_folder
 
     texts, labels = topic_data(420, seed=3)
     data = tmp_path / "topics.csv"
@@ -313,7 +342,7 @@ def test_train_final_model_writes_the_checked_export_by_itself(cli, artifacts, t
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({**encoder_config(build_tiny_bert(tmp_path / "bert")).model_dump(mode="json"),
                                   "description": "tiny"}))
-    cli("generate-splits", "--experiment-id", "auto", "--input-file", str(data), "--cv-folds", "2")
+    generate_splits(cli, "auto", data, folds=2)
     result = cli("train-final-model", "--experiment-id", "auto", "--model-config-name", str(config))
     model_dir = artifacts / "experiments" / "auto" / "runs" / "tiny" / "final_model"
     assert "ONNX export" in result.output

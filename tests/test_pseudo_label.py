@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hf_fixtures import TOPICS, topic_data
 
-from mlops.errors import DataError
-from mlops.model_interface import FitContext, TextDataset
-from mlops.pseudo_label import PseudoLabelSettings, pseudo_label, pseudo_label_fold
-from mlops.pseudo_label_files import OUTPUT_COLUMNS, read_pseudo_label_rows
-from mlops.splitting import Fold, SplitParameters, build_split_plan, leakage_groups, normalise_text
+from helpers.hf import TOPICS, topic_data
+from mlops.augment.pseudo_label import PseudoLabelSettings, pseudo_label, pseudo_label_fold
+from mlops.augment.pseudo_label_files import OUTPUT_COLUMNS, read_pseudo_label_rows
+from mlops.core.errors import DataError
+from mlops.core.model_interface import FitContext
+from mlops.core.text_dataset import TextDataset
+from mlops.data.splitting import Fold, SplitParameters, build_split_plan, leakage_groups, normalise_text
 
 LABELS = sorted(TOPICS)
 
@@ -216,8 +217,8 @@ def test_cli_with_a_pretrained_encoder_folder(cli, tiny_bert, files):
 
 def test_a_trained_classifier_embeds_and_adds_its_confidence(tiny_bert, files, tmp_path):
     from mlops.app import Application
-    from mlops.artifacts import write_model_descriptor
-    from mlops.config import ModelConfig
+    from mlops.core.model_folder import write_model_descriptor
+    from mlops.core.config import ModelConfig
     from models.hf_encoder.model import HFEncoderClassifier
 
     config = ModelConfig(module_path="models.hf_encoder.model", class_name="HFEncoderClassifier",
@@ -245,8 +246,8 @@ def test_a_trained_classifier_embeds_and_adds_its_confidence(tiny_bert, files, t
 
 
 def test_a_model_without_an_encoder_is_refused(cli, files, tmp_path):
-    from mlops.artifacts import write_model_descriptor
-    from mlops.config import ModelConfig
+    from mlops.core.model_folder import write_model_descriptor
+    from mlops.core.config import ModelConfig
     from models.tfidf_linear.model import TfidfLinearClassifier
 
     config = ModelConfig(module_path="models.tfidf_linear.model", class_name="TfidfLinearClassifier")

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.test_bad_input import _assert_clean_failure
+from helpers.cli import REVIEW_COLUMNS, assert_clean_failure, generate_splits
+
 
 
 def _evaluate(cli, predictions, truth, *extra: str, expect=None):
@@ -30,7 +31,7 @@ def test_evaluate_prediction_refuses_disjoint_label_vocabularies_showing_both(cl
     pd.DataFrame({"predicted_label": ["negative", "positive", "negative"]}).to_csv(predictions, index=False)
     pd.DataFrame({"label": [0, 1, 0]}).to_csv(truth, index=False)
     result = _evaluate(cli, predictions, truth)
-    _assert_clean_failure(result, "share no label", "['0', '1']", "['negative', 'positive']", "--target-column")
+    assert_clean_failure(result, "share no label", "['0', '1']", "['negative', 'positive']", "--target-column")
 
 
 @pytest.mark.parametrize("by_id", [False, True])
@@ -50,7 +51,7 @@ def test_evaluate_prediction_with_every_truth_label_blank_is_a_clear_error(cli, 
     predictions, truth = tmp_path / "p.csv", tmp_path / "t.csv"
     pd.DataFrame({"predicted_label": ["a", "b"]}).to_csv(predictions, index=False)
     truth.write_text("id,label\n1,\n2, \n")
-    _assert_clean_failure(_evaluate(cli, predictions, truth), "is empty", "--target-column")
+    assert_clean_failure(_evaluate(cli, predictions, truth), "is empty", "--target-column")
 
 
 # --- labels that differ only by case or spacing -----------------------------------------------------------------
@@ -66,17 +67,16 @@ def _case_variant_csv(tmp_path, mr_rows):
 
 def test_labels_differing_only_by_case_are_refused_naming_the_groups(cli, tmp_path, artifacts, mr_rows):
     path, frame = _case_variant_csv(tmp_path, mr_rows)
-    result = cli("generate-splits", "--experiment-id", "cases", "--input-file", str(path), expect=None)
+    result = generate_splits(cli, "cases", path, expect=None)
     n_capital = int((frame.label.str.strip() == "Positive").sum())
-    _assert_clean_failure(result, "differ only by case or spacing", f"'Positive' ({n_capital} rows)", "'NEGATIVE'",
+    assert_clean_failure(result, "differ only by case or spacing", f"'Positive' ({n_capital} rows)", "'NEGATIVE'",
                           "--normalize-labels", artifacts=artifacts)
 
 
 def test_normalize_labels_merges_to_the_most_frequent_spelling_and_is_kept_for_later_stages(cli, tmp_path,
                                                                                          artifacts, mr_rows):
     path, frame = _case_variant_csv(tmp_path, mr_rows)
-    cli("generate-splits", "--experiment-id", "cases", "--input-file", str(path), "--normalize-labels",
-        "--cv-folds", "2")
+    generate_splits(cli, "cases", path, "--normalize-labels", folds=2)
     info = json.loads((artifacts / "experiments/cases/experiment.json").read_text())
     assert info["labels"] == ["negative", "positive"] and info["normalize_labels"] is True
     assert sorted(info["merged_labels"]["negative"]) == ["NEGATIVE", "Negative"]
@@ -89,13 +89,13 @@ def test_inner_spacing_variants_collide_too(cli, tmp_path, artifacts):
     labels = ["very good"] * 30 + ["very  good"] * 3 + ["bad"] * 30
     path = tmp_path / "spaces.csv"
     pd.DataFrame({"text": [f"text number {i}" for i in range(len(labels))], "label": labels}).to_csv(path, index=False)
-    _assert_clean_failure(cli("generate-splits", "--experiment-id", "s", "--input-file", str(path), expect=None),
+    assert_clean_failure(generate_splits(cli, "s", path, expect=None),
                           "'very good' (30 rows) / 'very  good' (3 rows)", artifacts=artifacts)
 
 
 # --- a degenerate hold-out; intervals for single-split estimates --------------------------------------------------
 def test_wilson_interval_matches_the_formula_and_stays_in_bounds():
-    from mlops.statistics import wilson_interval
+    from mlops.core.statistics import wilson_interval
 
     low, high = wilson_interval(2, 2)
     assert low == pytest.approx(0.3424, abs=1e-4) and high == 1.0
@@ -108,7 +108,7 @@ def test_bootstrap_macro_f1_agrees_with_sklearn_on_each_resample_and_is_seeded()
     import numpy as np
     from sklearn.metrics import f1_score
 
-    from mlops.statistics import bootstrap_macro_f1_interval
+    from mlops.core.statistics import bootstrap_macro_f1_interval
 
     rng = np.random.default_rng(0)
     y_true = rng.integers(0, 3, 200)
@@ -127,8 +127,7 @@ def test_bootstrap_macro_f1_agrees_with_sklearn_on_each_resample_and_is_seeded()
 
 def test_a_tiny_holdout_is_warned_about_and_its_estimate_has_a_row_count_and_intervals(cli, small_csv, artifacts):
     cols = ("--text-column", "Sentence", "--target-column", "Sentiment")
-    result = cli("generate-splits", "--experiment-id", "tiny", "--input-file", str(small_csv), *cols,
-                 "--test-size", "0.01", "--cv-folds", "2")
+    result = generate_splits(cli, "tiny", small_csv, *cols, "--test-size", "0.01", folds=2)
     assert "fewer than 10 rows of class 'negative' (1 row), class 'positive' (1 row)" in result.output
     assert "--test-size 0.09 or more" in result.output  # 120 rows per class: 0.09 puts 10.8 in the hold-out
     result = cli("estimate-performance", "--experiment-id", "tiny", "--model-config-name", "tfidf_logreg")
@@ -145,8 +144,7 @@ def test_a_tiny_holdout_is_warned_about_and_its_estimate_has_a_row_count_and_int
 
 
 def test_train_val_backtesting_and_compare_models_show_the_intervals(cli, small_csv, artifacts):
-    cli("generate-splits", "--experiment-id", "tv", "--input-file", str(small_csv), "--text-column", "Sentence",
-        "--target-column", "Sentiment", "--backtesting-strategy", "train-val")
+    generate_splits(cli, "tv", small_csv, "--backtesting-strategy", "train-val", columns=REVIEW_COLUMNS)
     for model in ("tfidf_logreg", "tfidf_svm"):
         result = cli("run-backtesting", "--experiment-id", "tv", "--model-config-name", model)
         assert "One split of 38 test rows" in result.output
@@ -222,8 +220,7 @@ def final_model(cli, shared_dir, small_csv):
     artifacts = shared_dir / "artifacts"
     old = os.umask(0o022)
     try:
-        cli("generate-splits", "--experiment-id", "share", "--input-file", str(data), "--text-column", "Sentence",
-            "--target-column", "Sentiment", "--cv-folds", "2", artifacts_dir=artifacts)
+        generate_splits(cli, "share", data, folds=2, columns=REVIEW_COLUMNS, artifacts_dir=artifacts)
         cli("train-final-model", "--experiment-id", "share", "--model-config-name", "tfidf_logreg",
             artifacts_dir=artifacts)
     finally:
@@ -235,8 +232,7 @@ def final_model(cli, shared_dir, small_csv):
 def test_saved_model_files_get_the_modes_the_umask_allows(cli, small_csv, tmp_path, umask, file_mode, dir_mode):
     old = os.umask(umask)
     try:
-        cli("generate-splits", "--experiment-id", "m", "--input-file", str(small_csv), "--text-column", "Sentence",
-            "--target-column", "Sentiment", "--cv-folds", "2")
+        generate_splits(cli, "m", small_csv, folds=2, columns=REVIEW_COLUMNS)
         cli("train-final-model", "--experiment-id", "m", "--model-config-name", "tfidf_logreg",
             "--model-output-dir", str(tmp_path / "model"))
     finally:
@@ -247,12 +243,14 @@ def test_saved_model_files_get_the_modes_the_umask_allows(cli, small_csv, tmp_pa
                      for name in modes}
 
 
+@pytest.mark.slow
 def test_another_user_can_load_a_saved_model(final_model, shared_dir):
     result = _as_other_user("predict-new", "--model-path", str(final_model), "--text", "a wonderful film",
                             home=shared_dir)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_an_unreadable_model_file_is_reported_as_a_permission_problem(final_model, shared_dir):
     weights = final_model / "tfidf_arrays.safetensors"
     weights.chmod(0o000)
@@ -262,6 +260,7 @@ def test_an_unreadable_model_file_is_reported_as_a_permission_problem(final_mode
     assert "No such file" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_predict_new_into_a_read_only_folder_fails_before_the_model_loads(final_model, shared_dir, small_csv):
     read_only = shared_dir / "read_only"
     read_only.mkdir()
@@ -296,20 +295,20 @@ def test_a_file_named_experiments_in_the_artifacts_root_is_a_clear_error(cli, sm
     args = {"list-experiments": [],
             "generate-splits": ["--experiment-id", "e", "--input-file", str(small_csv)],
             "run-backtesting": ["--experiment-id", "e", "--model-config-name", "tfidf_logreg"]}[command]
-    _assert_clean_failure(cli(command, *args, expect=None), "is a file, not the folder of experiments",
+    assert_clean_failure(cli(command, *args, expect=None), "is a file, not the folder of experiments",
                           "--artifacts-dir")
     assert (artifacts / "experiments").read_text() == "not a folder"
 
 
 # --- messages that say what to do ---------------------------------------------------------------------------------
 def _splits(cli, path: Path, *extra: str, expect=None, experiment_id: str = "msg"):
-    return cli("generate-splits", "--experiment-id", experiment_id, "--input-file", str(path), *extra, expect=expect)
+    return generate_splits(cli, experiment_id, path, *extra, expect=expect)
 
 
 def test_an_experiment_id_over_the_limit_says_the_limit(cli, small_csv, artifacts):
     result = _splits(cli, small_csv, "--text-column", "Sentence", "--target-column", "Sentiment",
                      experiment_id="x" * 300)
-    _assert_clean_failure(result, "at most 128", artifacts=artifacts)
+    assert_clean_failure(result, "at most 128", artifacts=artifacts)
 
 
 @pytest.mark.parametrize("size, needle", [("0.999", "Use a smaller --test-size (found 0.999"),
@@ -319,7 +318,7 @@ def test_test_size_advice_points_the_right_way(cli, small_csv, artifacts, size, 
     if needle is None:  # tiny: still one row per class, with a warning (see the hold-out tests above)
         assert result.exit_code == 0 and "fewer than 10 rows" in result.output
         return
-    _assert_clean_failure(result, needle, artifacts=artifacts)
+    assert_clean_failure(result, needle, artifacts=artifacts)
     assert "larger" not in result.output
 
 
@@ -334,7 +333,7 @@ def test_the_delimiter_of_a_csv_is_detected(cli, tmp_path, mr_rows, artifacts, d
 def test_an_undetected_delimiter_says_so(cli, tmp_path, artifacts):
     path = tmp_path / "odd.csv"
     path.write_text("text:label\n" + "".join(f"review {i}:{'pos' if i % 2 else 'neg'}\n" for i in range(40)))
-    _assert_clean_failure(_splits(cli, path), "['text:label']", "delimiter could not be detected",
+    assert_clean_failure(_splits(cli, path), "['text:label']", "delimiter could not be detected",
                           "comma-separated", artifacts=artifacts)
 
 
@@ -342,33 +341,33 @@ def test_a_decode_error_names_the_line(cli, tmp_path, artifacts):
     path = tmp_path / "late.csv"
     rows = [f"review number {i},{'pos' if i % 2 else 'neg'}" for i in range(5000)] + ["caf\xe9 au lait,pos"]
     path.write_bytes(("text,label\n" + "\n".join(rows) + "\n").encode("latin-1"))
-    _assert_clean_failure(_splits(cli, path), "at line 5002", "b'\\xe9'", "--encoding", artifacts=artifacts)
+    assert_clean_failure(_splits(cli, path), "at line 5002", "b'\\xe9'", "--encoding", artifacts=artifacts)
 
 
 def test_a_binary_file_is_called_binary(cli, tmp_path, artifacts):
     path = tmp_path / "image.csv"
     path.write_bytes(bytes(range(256)) * 40)
-    _assert_clean_failure(_splits(cli, path), "looks like a binary file", artifacts=artifacts)
+    assert_clean_failure(_splits(cli, path), "looks like a binary file", artifacts=artifacts)
 
 
 def test_a_numeric_text_column_in_parquet_is_refused(cli, tmp_path, artifacts, mr_rows):
     path = tmp_path / "typed.parquet"
     frame = mr_rows.sample(100, random_state=0).assign(id=range(100))
     frame.to_parquet(path, index=False)
-    _assert_clean_failure(_splits(cli, path, "--text-column", "id"), "'id' (from --text-column)", "int64",
+    assert_clean_failure(_splits(cli, path, "--text-column", "id"), "'id' (from --text-column)", "int64",
                           "not text", artifacts=artifacts)
     _splits(cli, path, "--cv-folds", "2", expect=0)  # the real text column, and numeric labels are fine
     cli("train-final-model", "--experiment-id", "msg", "--model-config-name", "tfidf_logreg")
     model = artifacts / "experiments/msg/runs/tfidf_logreg/final_model"
     result = cli("predict-new", "--model-path", str(model), "--input-file", str(path), "--text-column", "id",
                  "--output-file", str(tmp_path / "p.csv"), expect=None)
-    _assert_clean_failure(result, "'id' (from --text-column)", "not text")
+    assert_clean_failure(result, "'id' (from --text-column)", "not text")
     assert not (tmp_path / "p.csv").exists()
 
 
 def test_model_path_pointing_at_a_file_says_it_is_a_file(cli, small_csv):
     result = cli("predict-new", "--model-path", str(small_csv), "--text", "hello", expect=None)
-    _assert_clean_failure(result, "is a file, not a folder", "train-final-model")
+    assert_clean_failure(result, "is a file, not a folder", "train-final-model")
 
 
 # --- kill -9 leftovers and phantom runs --------------------------------------------------------------------------
@@ -398,15 +397,15 @@ def _scratch(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
+@pytest.mark.slow
 def test_scratch_left_by_kill_9_is_removed_by_the_next_run(cli, small_csv, artifacts, tmp_path):
-    cli("generate-splits", "--experiment-id", "k", "--input-file", str(small_csv), "--text-column", "Sentence",
-        "--target-column", "Sentiment", "--cv-folds", "2")
+    generate_splits(cli, "k", small_csv, folds=2, columns=REVIEW_COLUMNS)
     backtest = ["run-backtesting", "--experiment-id", "k", "--model-config-name", "tfidf_logreg",
                 "--artifacts-dir", str(artifacts)]
     run_dir = artifacts / "experiments/k/runs/tfidf_logreg/backtesting"
-    _killed_at("mlops.runner:fit_and_predict", *backtest)  # while training: its .work-<pid>-<hex> stays
+    _killed_at("mlops.executors.local:fit_and_predict", *backtest)  # while training: its .work-<pid>-<hex> stays
     assert [n for n in _scratch(run_dir) if n.startswith(".work-")]
-    _killed_at("mlops.runner:write_json", *backtest)  # while writing fold 1: a .fold_0.partial-<pid>-<hex>
+    _killed_at("mlops.experiments.runner:write_json", *backtest)  # while writing fold 1: a .fold_0.partial-<pid>-<hex>
     left = _scratch(run_dir)  # ... and that run removed the first one's scratch as it started
     assert len(left) == 1 and left[0].startswith(".fold_0.partial-"), left
     # Not ours to remove: a live process's scratch, and a pid-less one (an earlier version's) younger than an hour.
@@ -425,7 +424,7 @@ def test_scratch_left_by_kill_9_is_removed_by_the_next_run(cli, small_csv, artif
 
     final = ["train-final-model", "--experiment-id", "k", "--model-config-name", "tfidf_logreg",
              "--artifacts-dir", str(artifacts)]
-    _killed_at("mlops.runner:write_model_descriptor", *final)
+    _killed_at("mlops.core.model_folder:write_model_descriptor", *final)
     runs = artifacts / "experiments/k/runs/tfidf_logreg"
     assert any(n.startswith(".final_model.partial-") for n in _scratch(runs))
     cli(*final[:-2])
@@ -434,23 +433,22 @@ def test_scratch_left_by_kill_9_is_removed_by_the_next_run(cli, small_csv, artif
     model, output = runs / "final_model", tmp_path / "out" / "p.csv"
     predict = ["predict-new", "--model-path", str(model), "--input-file", str(small_csv), "--text-column",
                "Sentence", "--output-file", str(output)]
-    _killed_at("mlops.artifacts:LoadedModel.predict_proba", *predict)
+    _killed_at("mlops.core.model_folder:LoadedModel.predict_proba", *predict)
     assert [n for n in _scratch(output.parent) if n.startswith(".p.csv.partial-")]
     cli(*predict)
     assert _scratch(output.parent) == [] and output.is_file()
 
 
 def test_a_run_that_failed_before_any_result_is_no_phantom_row(cli, small_csv, monkeypatch):
-    from mlops.errors import ModelError
+    from mlops.core.errors import ModelError
 
-    cli("generate-splits", "--experiment-id", "p", "--input-file", str(small_csv), "--text-column", "Sentence",
-        "--target-column", "Sentiment", "--cv-folds", "2")
+    generate_splits(cli, "p", small_csv, folds=2, columns=REVIEW_COLUMNS)
 
     def fail(*args, **kwargs):
         raise ModelError("the model broke")
 
-    monkeypatch.setattr("mlops.runner.fit_and_predict", fail)
-    _assert_clean_failure(cli("run-backtesting", "--experiment-id", "p", "--model-config-name", "tfidf_svm",
+    monkeypatch.setattr("mlops.executors.local.fit_and_predict", fail)
+    assert_clean_failure(cli("run-backtesting", "--experiment-id", "p", "--model-config-name", "tfidf_svm",
                               expect=None), "the model broke")
     monkeypatch.undo()
     rows = json.loads(cli("list-experiments", "--format", "json").stdout)
@@ -464,7 +462,7 @@ def test_a_run_that_failed_before_any_result_is_no_phantom_row(cli, small_csv, m
 _SLOW_FIT = """
 import sys, time
 from pathlib import Path
-import mlops.runner as runner
+import mlops.executors.local as runner
 real = runner.fit_and_predict
 def slow(*args, **kwargs):
     Path(sys.argv[1]).touch()  # the lock is held from here, until the test creates the release file
@@ -485,9 +483,9 @@ def _wait_for(path: Path, process: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_naming_the_running_command_or_waits(cli, small_csv, artifacts, tmp_path):
-    cli("generate-splits", "--experiment-id", "busy", "--input-file", str(small_csv), "--text-column", "Sentence",
-        "--target-column", "Sentiment", "--cv-folds", "2")
+    generate_splits(cli, "busy", small_csv, folds=2, columns=REVIEW_COLUMNS)
     before = (artifacts / "experiments/busy/experiment.json").read_text()
     marker, release = tmp_path / "training", tmp_path / "release"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -501,10 +499,9 @@ def test_a_second_writer_is_refused_naming_the_running_command_or_waits(cli, sma
         running = (f"pid {holder.pid} running `cli run-backtesting --experiment-id busy --model-config-name "
                    "tfidf_logreg`")
         result = cli("run-backtesting", "--experiment-id", "busy", "--model-config-name", "tfidf_svm", expect=None)
-        _assert_clean_failure(result, "experiment 'busy' is in use by", running, "--wait")
-        result = cli("generate-splits", "--experiment-id", "busy", "--input-file", str(small_csv), "--text-column",
-                     "Sentence", "--target-column", "Sentiment", "--seed", "7", "--force", expect=None)
-        _assert_clean_failure(result, running)
+        assert_clean_failure(result, "experiment 'busy' is in use by", running, "--wait")
+        result = generate_splits(cli, "busy", small_csv, "--force", seed=7, columns=REVIEW_COLUMNS, expect=None)
+        assert_clean_failure(result, running)
         assert (artifacts / "experiments/busy/experiment.json").read_text() == before  # no seed-7 splits under it
         cli("list-experiments")  # readers are never blocked
         waiter = subprocess.Popen(
@@ -532,8 +529,7 @@ def test_a_second_writer_is_refused_naming_the_running_command_or_waits(cli, sma
 
 
 def test_only_rank_0_of_a_distributed_launch_takes_the_lock(cli, small_csv, artifacts, monkeypatch):
-    cli("generate-splits", "--experiment-id", "ranks", "--input-file", str(small_csv), "--text-column", "Sentence",
-        "--target-column", "Sentiment", "--cv-folds", "2")
+    generate_splits(cli, "ranks", small_csv, folds=2, columns=REVIEW_COLUMNS)
     lock = artifacts / "experiments/ranks/.lock"
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
                                "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
@@ -542,11 +538,11 @@ def test_only_rank_0_of_a_distributed_launch_takes_the_lock(cli, small_csv, arti
         assert holder.stdout.readline().strip() == "locked"
         result = cli("estimate-performance", "--experiment-id", "ranks", "--model-config-name", "tfidf_logreg",
                      expect=None)
-        _assert_clean_failure(result, "experiment 'ranks' is in use by another process")
+        assert_clean_failure(result, "experiment 'ranks' is in use by another process")
         from mlops.app import Application
 
         monkeypatch.setenv("RANK", "1")  # a torchrun rank that is not 0: trains alongside, writes nothing
-        outcome = Application(artifacts).estimate_performance("ranks", "tfidf_logreg")
+        [outcome] = Application(artifacts).estimate_performance("ranks", ["tfidf_logreg"])
         assert outcome.summary["n_folds"] == 1
         assert not (artifacts / "experiments/ranks/runs/tfidf_logreg/performance_estimation/metrics.json").exists()
     finally:
@@ -565,8 +561,7 @@ def test_a_huge_text_cell_is_cut_with_a_count(cli, tmp_path, artifacts):
     rows[3]["text"] = "long " * 400_000
     data = tmp_path / "huge.csv"
     pd.DataFrame(rows).to_csv(data, index=False)
-    result = cli("generate-splits", "--experiment-id", "huge", "--input-file", str(data), "--cv-folds", "2",
-                 "--max-text-chars", "1000")
+    result = generate_splits(cli, "huge", data, "--max-text-chars", "1000", folds=2)
     assert "1 texts of huge.csv longer than 1000 characters were cut" in " ".join(result.output.split())
     info = json.loads((artifacts / "experiments" / "huge" / "experiment.json").read_text())
     assert info["max_text_chars"] == 1000

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hf_fixtures import write_tiny_encoder_config, write_topic_csv
+
+from helpers.cli import REVIEW_COLUMNS, generate_splits
+from helpers.hf import write_tiny_encoder_config, write_topic_csv
+
 
 
 class _Page(HTMLParser):
@@ -73,8 +76,7 @@ def _check_report(path: Path, models: list[str], *, final: bool) -> _Page:
 
 @pytest.fixture
 def tfidf_experiment(cli, small_csv, artifacts) -> Path:
-    cli("generate-splits", "--experiment-id", "exp", "--input-file", str(small_csv), "--text-column", "Sentence",
-        "--target-column", "Sentiment", "--cv-folds", "3")
+    generate_splits(cli, "exp", small_csv, folds=3, columns=REVIEW_COLUMNS)
     for config in ("tfidf_logreg", "tfidf_svm"):
         cli("run-backtesting", "--experiment-id", "exp", "--model-config-name", config)
         cli("estimate-performance", "--experiment-id", "exp", "--model-config-name", config)
@@ -114,8 +116,7 @@ def test_markdown_report_writes_its_images_beside_it(cli, tfidf_experiment, tmp_
 
 
 def test_report_of_an_experiment_without_runs_is_a_clear_error(cli, small_csv):
-    cli("generate-splits", "--experiment-id", "empty", "--input-file", str(small_csv), "--text-column", "Sentence",
-        "--target-column", "Sentiment", "--cv-folds", "2")
+    generate_splits(cli, "empty", small_csv, folds=2, columns=REVIEW_COLUMNS)
     result = cli("report", "--experiment-id", "empty", expect=None)
     assert result.exit_code != 0 and "run-backtesting" in result.output and "Traceback" not in result.output
 
@@ -123,7 +124,7 @@ def test_report_of_an_experiment_without_runs_is_a_clear_error(cli, small_csv):
 def test_tiny_encoder_report_has_learning_curves_and_calibration(cli, artifacts, tmp_path):
     data = write_topic_csv(tmp_path / "topics.csv", 150, seed=4)
     config = write_tiny_encoder_config(tmp_path / "tiny_encoder.json", tmp_path / "bert")
-    cli("generate-splits", "--experiment-id", "enc", "--input-file", str(data), "--cv-folds", "2")
+    generate_splits(cli, "enc", data, folds=2)
     cli("run-backtesting", "--experiment-id", "enc", "--model-config-name", str(config))
     cli("run-backtesting", "--experiment-id", "enc", "--model-config-name", "tfidf_logreg")
     cli("report", "--experiment-id", "enc")
@@ -136,7 +137,7 @@ def test_tiny_encoder_report_has_learning_curves_and_calibration(cli, artifacts,
 
 
 def test_reliability_bins_and_ece_by_hand():
-    from mlops.report.collect import Predictions, reliability
+    from mlops.evaluation.report.collect import Predictions, reliability
 
     proba = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.45, 0.55]])
     curve = reliability(Predictions(np.array([0, 1, 1, 0]), proba.argmax(1), proba), n_bins=2)

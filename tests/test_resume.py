@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cli import REVIEW_COLUMNS, generate_splits
 from models.tfidf_linear.model import TfidfLinearClassifier
 
 
@@ -16,8 +17,7 @@ def _fold_metrics(artifacts: Path) -> list[dict]:
 
 
 def _prepare(cli, csv: Path, artifacts: Path) -> None:
-    cli("generate-splits", "--experiment-id", "e", "--input-file", str(csv), "--text-column", "Sentence",
-        "--target-column", "Sentiment", "--cv-folds", "4", artifacts_dir=artifacts)
+    generate_splits(cli, "e", csv, folds=4, columns=REVIEW_COLUMNS, artifacts_dir=artifacts)
 
 
 def test_failing_fold_stops_the_run_and_rerun_resumes(cli, small_csv, tmp_path, monkeypatch):

@@ -17,7 +17,8 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from hf_fixtures import build_tiny_bert, topic_data
+
+from helpers.hf import build_tiny_bert, topic_data
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "s3cret-test-key"
@@ -91,9 +92,10 @@ def tfidf_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def encoder_model(tmp_path_factory) -> Path:
-    from mlops.artifacts import write_model_descriptor
-    from mlops.config import ModelConfig
-    from mlops.model_interface import FitContext, TextDataset
+    from mlops.core.model_folder import write_model_descriptor
+    from mlops.core.config import ModelConfig
+    from mlops.core.model_interface import FitContext
+    from mlops.core.text_dataset import TextDataset
     from models.hf_encoder.model import HFEncoderClassifier
 
     base = tmp_path_factory.mktemp("serve_encoder")
@@ -217,6 +219,7 @@ def test_malformed_json_and_big_uploads(tfidf_server):
     assert httpx.get(f"{tfidf_server.url}/nowhere").status_code == 404
 
 
+@pytest.mark.slow
 def test_two_hundred_concurrent_requests_are_all_answered_right(encoder_server):
     texts, _ = topic_data(200, seed=9)
     reference = httpx.post(f"{encoder_server.url}/predict", json={"texts": texts[:100]}).json()["predictions"]
@@ -261,6 +264,7 @@ def test_api_key_env_that_is_not_set_is_a_clear_error(tfidf_model):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_drains_in_flight_requests(tfidf_model):
     server = Server(tfidf_model, "--max-wait-ms", "300", "--max-batch-size", "64")
 
@@ -280,6 +284,7 @@ def test_sigterm_drains_in_flight_requests(tfidf_model):
         server.stop()
 
 
+@pytest.mark.slow
 def test_openapi_fuzz_finds_no_server_error(tfidf_server):
     """Schema-driven requests (valid and invalid bodies) to every operation: never a 5xx."""
     schemathesis = pytest.importorskip("schemathesis")

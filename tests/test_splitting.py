@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlops.errors import DataError
-from mlops.splitting import (BacktestingStrategy, SplitParameters, build_split_plan, leakage_groups,
-                             normalise_text)
+from mlops.core.errors import DataError
+from mlops.data.splitting import (BacktestingStrategy, SplitParameters, build_split_plan, leakage_groups,
+                                  normalise_text)
 
 
 @st.composite
@@ -140,7 +140,7 @@ def test_class_smaller_than_folds_is_refused_with_counts():
 def test_rows_without_a_group_value_are_not_lumped_together(tmp_path):
     import pandas as pd
 
-    from mlops.dataset import load_labelled_data
+    from mlops.data.tables import load_labelled_data
 
     path = tmp_path / "g.csv"
     pd.DataFrame({"text": [f"t{i}" for i in range(40)], "label": ["a", "b"] * 20,

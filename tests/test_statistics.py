@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from mlops.statistics import (bayesian_correlated_ttest, corrected_resampled_ttest, discordant_pairs,
-                              mcnemar_exact_p_value)
+from helpers.cli import REVIEW_COLUMNS, generate_splits
+from mlops.core.statistics import (bayesian_correlated_ttest, corrected_resampled_ttest, discordant_pairs,
+                                   mcnemar_exact_p_value)
 
 DIFFS = [0.01, 0.03, 0.02, 0.04, 0.00]
 N_TRAIN, N_TEST = 800, 200
@@ -123,8 +124,7 @@ def test_discordant_pairs_counts_rows_only_one_classifier_got_right():
 
 # --- through the real CLI --------------------------------------------------------------------------
 def _experiment(cli, csv: Path, experiment: str = "exp", *extra: str) -> None:
-    cli("generate-splits", "--experiment-id", experiment, "--input-file", str(csv), "--text-column", "Sentence",
-        "--target-column", "Sentiment", "--cv-folds", "3", "--seed", "7", *extra)
+    generate_splits(cli, experiment, csv, *extra, folds=3, seed=7, columns=REVIEW_COLUMNS)
     for config in ("tfidf_logreg", "tfidf_svm"):
         cli("run-backtesting", "--experiment-id", experiment, "--model-config-name", config)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlops.config import ModelConfig
-from mlops.errors import ModelError
-from mlops.model_interface import TextDataset
+from mlops.core.config import ModelConfig
+from mlops.core.errors import ModelError
+from mlops.core.text_dataset import TextDataset
 from models.tfidf_linear.model import META_FILE, TfidfLinearClassifier
 
 

@@ -7,7 +7,10 @@ import socket
 from pathlib import Path
 
 import pytest
-from hf_fixtures import write_tiny_encoder_config, write_topic_csv
+
+from helpers.cli import REVIEW_COLUMNS, generate_splits
+from helpers.hf import write_tiny_encoder_config, write_topic_csv
+
 
 
 @pytest.fixture
@@ -16,8 +19,7 @@ def no_tracking_env(monkeypatch):
 
 
 def _experiment(cli, csv: Path, name: str = "trk") -> None:
-    cli("generate-splits", "--experiment-id", name, "--input-file", str(csv), "--text-column", "Sentence",
-        "--target-column", "Sentiment", "--cv-folds", "3")
+    generate_splits(cli, name, csv, folds=3, columns=REVIEW_COLUMNS)
 
 
 def _runs(artifacts: Path, experiment: str):
@@ -60,7 +62,7 @@ def test_encoder_epochs_reach_mlflow_and_tensorboard(cli, artifacts, tmp_path, n
     data = write_topic_csv(tmp_path / "topics.csv", 120, seed=2)
     config = write_tiny_encoder_config(tmp_path / "tiny.json", tmp_path / "bert",
                                        training_arguments={"early_stopping_patience": None})
-    cli("generate-splits", "--experiment-id", "enc", "--input-file", str(data), "--cv-folds", "2")
+    generate_splits(cli, "enc", data, folds=2)
     cli("run-backtesting", "--experiment-id", "enc", "--model-config-name", str(config), "--track", "mlflow",
         "--track", "tensorboard")
     client, runs = _runs(artifacts, "enc")

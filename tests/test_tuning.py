@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops.config import ModelConfig, TuningRecord, config_json
-from mlops.errors import ConfigError
-from mlops.experiment_service import ExperimentService
-from mlops.plugins import resolve
-from mlops.splitting import normalise_text
+from helpers.cli import REVIEW_COLUMNS, generate_splits
+from mlops.core.config import ModelConfig, TuningRecord, config_json
+from mlops.core.errors import ConfigError
+from mlops.core.plugins import resolve
+from mlops.data.splitting import normalise_text
+from mlops.experiments.service import ExperimentService
 from models.tfidf_linear.model import TfidfLinearClassifier
 
 TFIDF_SPACE = {
@@ -33,8 +34,7 @@ def _config(path: Path, space=None, **training_arguments) -> Path:
 
 @pytest.fixture
 def experiment(cli, small_csv: Path) -> str:
-    cli("generate-splits", "--experiment-id", "t", "--input-file", str(small_csv), "--text-column", "Sentence",
-        "--target-column", "Sentiment", "--cv-folds", "3")
+    generate_splits(cli, "t", small_csv, folds=3, columns=REVIEW_COLUMNS)
     return "t"
 
 
@@ -219,8 +219,7 @@ def test_nested_tuning_never_sees_a_folds_test_rows_and_its_backtest_uses_each_f
     assert nested_fold["macro_f1"] == plain_fold["macro_f1"] and nested_fold["accuracy"] == plain_fold["accuracy"]
 
     # The same per-fold values on other splits (another experiment, same fold count) are refused.
-    cli("generate-splits", "--experiment-id", "u", "--input-file", str(loaded.info["input_file"]), "--text-column",
-        "Sentence", "--target-column", "Sentiment", "--cv-folds", "3", "--seed", "7")
+    generate_splits(cli, "u", loaded.info["input_file"], folds=3, seed=7, columns=REVIEW_COLUMNS)
     refused = cli("run-backtesting", "--experiment-id", "u", "--model-config-name", result["best_config_path"],
                   expect=3)
     assert "tuned on other splits" in refused.output and "experiment 't' vs 'u'" in refused.output
@@ -260,7 +259,7 @@ def test_per_fold_values_for_other_folds_or_of_the_wrong_type_are_refused(cli, e
 
 def test_configs_recorded_before_per_fold_values_keep_their_fingerprints():
     """Runs and studies recorded before fold_training_arguments and tuning existed must still resume."""
-    from mlops.runner import config_fingerprint
+    from mlops.experiments.runner import config_fingerprint
     from mlops.tuning.study import search_identity
 
     config = ModelConfig.model_validate({
@@ -276,7 +275,7 @@ def test_configs_recorded_before_per_fold_values_keep_their_fingerprints():
 
 
 def test_records_leave_out_unset_later_fields_so_older_versions_still_read_them(tmp_path):
-    from mlops.artifacts import MODEL_FILE, write_model_descriptor
+    from mlops.core.model_folder import MODEL_FILE, write_model_descriptor
 
     config = ModelConfig.model_validate({"module_path": "models.tfidf_linear.model",
                                          "class_name": "TfidfLinearClassifier"})
@@ -292,8 +291,8 @@ def test_records_leave_out_unset_later_fields_so_older_versions_still_read_them(
 
 
 def test_per_fold_values_count_in_the_backtesting_fingerprint_only():
-    from mlops.experiment_service import RunType
-    from mlops.runner import config_fingerprint
+    from mlops.experiments.service import RunType
+    from mlops.experiments.runner import config_fingerprint
 
     plain = ModelConfig.model_validate({"module_path": "models.tfidf_linear.model",
                                         "class_name": "TfidfLinearClassifier", "training_arguments": {"C": 1.0}})
@@ -308,9 +307,9 @@ def test_per_fold_values_count_in_the_backtesting_fingerprint_only():
 
 def test_an_encoder_trial_is_pruned_from_its_epoch_callback(tmp_path, monkeypatch):
     import optuna
-    from hf_fixtures import build_tiny_bert, topic_data
+    from helpers.hf import build_tiny_bert, topic_data
 
-    from mlops.dataset import LabelledData
+    from mlops.data.tables import LabelledData
     from mlops.tuning.trial import TrialSpec, evaluate_trial
 
     class PruneAfterTwoEpochs(optuna.pruners.BasePruner):

@@ -12,9 +12,9 @@ import logging
 import os
 from typing import Any
 
-from mlops.config import ModelConfig, Resources
-from mlops.errors import ConfigError
-from mlops.runtime import OPENMP_DEFAULTS
+from mlops.core.config import ModelConfig, Resources
+from mlops.core.errors import ConfigError
+from mlops.core.runtime import OPENMP_DEFAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class RayCluster:
             raise ConfigError("--executor ray needs the ray package; run `uv sync` (or pip install ray).") from None
         if not ray.is_initialized():
             try:
-                # Workers on other machines get the OpenMP defaults the CLI sets here (mlops.runtime).
+                # Workers on other machines get the OpenMP defaults the CLI sets here (mlops.core.runtime).
                 env = {"env_vars": {name: os.environ.get(name, value) for name, value in OPENMP_DEFAULTS.items()}}
                 if self.address:
                     ray.init(address=self.address, logging_level=logging.WARNING, runtime_env=env)

@@ -15,13 +15,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mlops.config import ModelConfig
-from mlops.dataset import LabelledData
-from mlops.errors import ConfigError, DataError, ExperimentError, MlopsError, ModelError
-from mlops.experiment_service import Experiment, ExperimentService, dataset_at
-from mlops.model_interface import FitContext
-from mlops.pipeline import fit_and_predict
-from mlops.plugins import NamedConfig, resolve
+from mlops.core.config import ModelConfig
+from mlops.core.errors import ConfigError, DataError, ExperimentError, MlopsError, ModelError
+from mlops.core.model_interface import FitContext
+from mlops.core.plugins import NamedConfig, resolve
+from mlops.data.tables import LabelledData
+from mlops.experiments.fold import fit_and_predict
+from mlops.experiments.service import Experiment, ExperimentService, dataset_at
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def thread_pin(named: NamedConfig, cpus: float) -> dict[str, int]:
     return {} if pinned is named.arguments else {"num_threads": pinned.num_threads}
 
 
-def _resolved(config: dict[str, Any], spec_name: str, source: str, allow_external: bool) -> NamedConfig:
+def resolved_config(config: dict[str, Any], spec_name: str, source: str, allow_external: bool) -> NamedConfig:
     return resolve(ModelConfig.model_validate(config), name=spec_name, source=source, allow_external=allow_external)
 
 
@@ -85,7 +85,7 @@ def _node() -> dict[str, Any]:
 def run_fold_task(spec: dict[str, Any], box: dict[str, Any]) -> dict[str, Any]:
     """Train and apply one (model, fold): the test probabilities, timings and runtime facts, or an error."""
     try:
-        named = _resolved(spec["config"], spec["name"], spec["source"], spec["allow_external"])
+        named = resolved_config(spec["config"], spec["name"], spec["source"], spec["allow_external"])
         thread_pin(named, spec["cpus"])
         named = dataclasses.replace(named, arguments=pinned_arguments(named, spec["cpus"]))
         data = worker_data(box)
@@ -97,26 +97,3 @@ def run_fold_task(spec: dict[str, Any], box: dict[str, Any]) -> dict[str, Any]:
                 "timings": dict(outcome.timings), "runtime": {**outcome.model.runtime_info(), "executor": _node()}}
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the driver as data
         return error_record(exc)
-
-
-def run_trial_task(spec, values: dict[str, Any], box: dict[str, Any], link: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate one Optuna trial; it reports to the shared study storage, so the pruner sees every trial."""
-    import optuna
-
-    from mlops.tuning.study import make_pruner, make_storage
-    from mlops.tuning.trial import evaluate_trial
-
-    try:
-        pin = thread_pin(_resolved(spec.config, spec.name, spec.source, spec.allow_external), link["cpus"])
-        if pin and "num_threads" not in values:
-            spec = dataclasses.replace(spec, config={**spec.config, "training_arguments": {
-                **spec.config.get("training_arguments", {}), **pin}})
-        study = optuna.load_study(study_name=link["study_name"], storage=make_storage(link["storage"]),
-                                  pruner=make_pruner(link["pruner"]))
-        trial = optuna.trial.Trial(study, link["trial_id"])
-        return evaluate_trial(spec, values, worker_data(box), trial)
-    except optuna.TrialPruned as exc:
-        return {"pruned": True, "message": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - every failure goes back to the driver as data
-        return error_record(exc)
-

@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mlops.callbacks import LoopState, TrainingCallback
-from mlops.errors import ConfigError
-from mlops.experiment_service import METRICS_FILE
+from mlops.core.callbacks import LoopState, TrainingCallback
+from mlops.core.errors import ConfigError
+from mlops.experiments.service import METRICS_FILE
 from mlops.tracking.base import Backend, fold_metrics
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class FoldRun:
             files = [folder / METRICS_FILE] if folder is not None and (folder / METRICS_FILE).is_file() else []
             matrix = (metrics.get("confusion_matrix") or {}).get("matrix")
             if matrix is not None:
-                from mlops.report.plots import confusion_matrices
+                from mlops.core.plots import confusion_matrices
 
                 png = Path(tmp) / "confusion_matrix.png"
                 png.write_bytes(confusion_matrices(np.asarray(matrix), labels, "test rows"))

@@ -22,12 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops.config import ModelConfig, TuningRecord, config_json
-from mlops.errors import ConfigError
-from mlops.experiment_service import Experiment, ExperimentService
-from mlops.io import check_plain_name, read_json, write_json
-from mlops.plugins import NamedConfig, resolve
-from mlops.search_space import decode, suggest
+from mlops.core.config import ModelConfig, TuningRecord, config_json
+from mlops.core.errors import ConfigError
+from mlops.core.io import check_plain_name, read_json, write_json
+from mlops.core.plugins import NamedConfig, resolve
+from mlops.core.search_space import decode, suggest
+from mlops.experiments.service import Experiment, ExperimentService
 from mlops.tuning.study import (FINISHED_STATES, finished_trials, open_study, search_identity, shown_url,
                                 sqlite_url, trial_rows)
 from mlops.tuning.trial import TrialSpec, evaluate_trial, trial_splits
@@ -131,7 +131,7 @@ class TuningService:
                          allow_external=self.allow_external, seed=experiment.seed, device=self.device,
                          labels=experiment.labels, splits=trial_splits(experiment, data(), options.inner_folds, fold))
         if options.executor == "ray":
-            from mlops.executors.trials import optimize_on_ray
+            from mlops.tuning.parallel import optimize_on_ray
 
             optimize_on_ray(study, spec, data(), experiment, remaining=remaining, options=options, url=url)
         else:

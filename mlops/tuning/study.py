@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mlops.errors import ConfigError, ExperimentError
+from mlops.core.errors import ConfigError, ExperimentError
 
 logger = logging.getLogger(__name__)
 

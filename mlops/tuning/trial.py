@@ -17,15 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from mlops.callbacks import LoopState, TrainingCallback
-from mlops.config import ModelConfig
-from mlops.dataset import LabelledData
-from mlops.errors import ExperimentError, ModelError
-from mlops.experiment_service import Experiment, dataset_at
-from mlops.model_interface import FitContext
-from mlops.pipeline import compute_metrics, fit_and_predict
-from mlops.plugins import NamedConfig, resolve
-from mlops.splitting import StratifiedGroupFolds, leakage_groups
+from mlops.core.callbacks import LoopState, TrainingCallback
+from mlops.core.config import ModelConfig
+from mlops.core.errors import ExperimentError, ModelError
+from mlops.core.metrics import compute_metrics
+from mlops.core.model_interface import FitContext
+from mlops.core.plugins import NamedConfig, resolve
+from mlops.data.splitting import StratifiedGroupFolds, leakage_groups
+from mlops.data.tables import LabelledData
+from mlops.experiments.fold import fit_and_predict
+from mlops.experiments.service import Experiment, dataset_at
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ def pick_device(requested: str | None = None) -> str:
 
     if requested:
         if requested.startswith("cuda") and not torch.cuda.is_available():
-            from mlops.errors import ModelError
+            from mlops.core.errors import ModelError
 
             raise ModelError(f"device {requested!r} was requested but CUDA is not available; use --device cpu.")
         _announce(requested, "requested with --device or the config")

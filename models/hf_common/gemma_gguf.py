@@ -45,7 +45,7 @@ def is_materialized() -> bool:
 
 def materialize_gemma_270m() -> Path:
     """Return the cached safetensors folder of google/gemma-3-270m, building it from the GGUF if missing."""
-    from mlops.errors import ModelError
+    from mlops.core.errors import ModelError
 
     target = gemma_270m_cache_dir()
     if (target / _COMPLETE_MARKER).is_file():

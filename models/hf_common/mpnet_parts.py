@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from mlops.errors import ModelError
+from mlops.core.errors import ModelError
 from models.hf_common.gemma_gguf import cache_root
 
 logger = logging.getLogger(__name__)

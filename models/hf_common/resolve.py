@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from mlops.errors import ModelError
+from mlops.core.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +122,10 @@ def _try_package(name: str, probe_file: str | None) -> tuple[ResolvedModel | Non
 def _try_hub(name: str, probe_file: str | None) -> tuple[ResolvedModel | None, str]:
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
-        GatedRepoError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
+                                        GatedRepoError,
+                                        HFValidationError,
+                                        LocalEntryNotFoundError,
+                                        RepositoryNotFoundError,
     )
 
     offline = bool(constants.HF_HUB_OFFLINE)

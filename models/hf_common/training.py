@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from mlops.errors import ModelError
+from mlops.core.errors import ModelError
 from models.hf_common.device import cpu_supports_bf16
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class ThreadBudget:
     A fixed count keeps results bit-identical whatever else runs on the machine: a reduction split over
     another number of threads rounds differently. What makes a fixed team slow on a busy machine is OpenMP
     threads spinning at every barrier while a team mate waits for a core; the CLI sets
-    ``OMP_WAIT_POLICY=PASSIVE`` (see ``mlops.runtime``) so a waiting thread sleeps instead.
+    ``OMP_WAIT_POLICY=PASSIVE`` (see ``mlops.core.runtime``) so a waiting thread sleeps instead.
 
     ``"adaptive"``: ``apply()`` measures how many cores *other* processes used since the last call (system
     CPU time minus this process's), sampling for ``sample_seconds`` the first time, and sets the count to the

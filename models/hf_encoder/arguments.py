@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mlops.model_interface import TrainingArguments
+from mlops.core.model_interface import TrainingArguments
 from models.hf_common.training import PrecisionChoice
 
 #: LoRA target modules per ``config.model_type`` (attention query/value projections).

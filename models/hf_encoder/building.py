@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from mlops.errors import ModelError
+from mlops.core.errors import ModelError
 from models.hf_common.resolve import ResolvedModel, resolve_pretrained
 from models.hf_common.training import quiet_transformers
 from models.hf_encoder.arguments import LORA_TARGET_MODULES, HFEncoderTrainingArguments, LoraArguments

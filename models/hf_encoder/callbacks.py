@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from mlops.callbacks import CallbackList, LoopState, TrainingBatch, TrainingCallback
+from mlops.core.callbacks import CallbackList, LoopState, TrainingBatch, TrainingCallback
 from models.hf_common.training import BestWeights, trainable_bytes
 
 logger = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from typing import Literal
 
 import numpy as np
 
-from mlops.errors import ModelError
-from models.hf_common.resolve import resolve_pretrained
+from mlops.core.errors import ModelError
 from models.hf_common.batching import length_sorted_batches
+from models.hf_common.resolve import resolve_pretrained
 from models.hf_common.training import ThreadBudget, quiet_transformers, token_lengths
 
 logger = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ sets torch threads to the cores other processes leave free.
 
 The loop owns the arithmetic (optimizer, schedule, loss scaling, gradient accumulation and clipping)
 and the per-epoch record; early stopping, best-weight keeping, the progress bar and anything the
-runner adds (tracking) are ``mlops.callbacks.TrainingCallback`` objects, and an extra objective
-changes a batch's loss through the ``batch_loss`` hook. See ``mlops/callbacks.py`` for the order.
+runner adds (tracking) are ``mlops.core.callbacks.TrainingCallback`` objects, and an extra objective
+changes a batch's loss through the ``batch_loss`` hook. See ``mlops/core/callbacks.py`` for the order.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlops.callbacks import CallbackList, LoopState, TrainingBatch
+from mlops.core.callbacks import CallbackList, LoopState, TrainingBatch
 from models.hf_common.batching import length_grouped_batches, random_batches
 from models.hf_common.training import ThreadBudget, autocast
 from models.hf_encoder.arguments import HFEncoderTrainingArguments

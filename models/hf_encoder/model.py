@@ -20,10 +20,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mlops.callbacks import LoopState
-from mlops.config import ModelConfig
-from mlops.errors import ModelError
-from mlops.model_interface import FitContext, ModelInterface, TextDataset
+from mlops.core.callbacks import LoopState
+from mlops.core.config import ModelConfig
+from mlops.core.errors import ModelError
+from mlops.core.model_interface import FitContext, ModelInterface
+from mlops.core.text_dataset import TextDataset
 from models.hf_common.arithmetic import legacy_torch_arithmetic, torch_arithmetic
 from models.hf_common.batching import inference_batches, length_sorted_batches
 from models.hf_common.calibration import calibrate_temperature
@@ -33,9 +34,9 @@ from models.hf_common.training import (ThreadBudget, autocast, class_weight_vect
 from models.hf_encoder.arguments import HFEncoderTrainingArguments
 from models.hf_encoder.building import load_pretrained, load_saved, set_activation_checkpointing, wrap_lora
 from models.hf_encoder.callbacks import encoder_callbacks
-from models.hf_encoder.recipe import plan_training
 from models.hf_encoder.loop import (EncoderTrainingLoop, TrainingData, TrainStep, distributed_world,
                                     wrap_distributed)
+from models.hf_encoder.recipe import plan_training
 
 logger = logging.getLogger(__name__)
 
@@ -385,7 +386,7 @@ class HFEncoderClassifier(ModelInterface):
     def export_onnx(self, directory: Path, *, precision: str, calibration: TextDataset, check: TextDataset,
                     min_agreement: float) -> dict[str, Any]:
         """fp32 or checked int8 ONNX Runtime export, loaded by ``models.onnx_encoder.model`` (see export.py)."""
-        from models.hf_encoder.export import export_encoder_onnx
+        from models.onnx_encoder.export import export_encoder_onnx
 
         return export_encoder_onnx(self, directory, precision=precision, calibration=calibration, check=check,
                                    min_agreement=min_agreement)

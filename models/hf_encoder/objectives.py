@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from mlops.callbacks import LoopState, TrainingBatch, TrainingCallback
-from mlops.errors import ConfigError
+from mlops.core.callbacks import LoopState, TrainingBatch, TrainingCallback
+from mlops.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 ``train_steps`` sets a budget in optimiser updates: the epoch count becomes what reaches it, between
 ``min_epochs`` and ``epochs`` (then the most epochs), so a small set gets enough updates and a large one is
 not over-trained. ``class_weight: auto`` weights classes ``balanced`` when the largest training class is
-more than 1.5 times the smallest (``mlops.class_balance``). Both choices are logged with their reason and
+more than 1.5 times the smallest (``mlops.core.class_balance``). Both choices are logged with their reason and
 recorded in the run's runtime facts (``recipe``).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mlops.class_balance import resolve_class_weight
+from mlops.core.class_balance import resolve_class_weight
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Loading causal LMs by name: a local folder, the packaged offline Gemma 270M, or a hub id.
 
-Shared by the prompted and fine-tuned LLM classifiers and by ``data.generation``. torch and
+Shared by the prompted and fine-tuned LLM classifiers and by ``mlops.augment.synthetic``. torch and
 transformers are imported inside functions only.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mlops.errors import ModelError
+from mlops.core.errors import ModelError
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from mlops.model_interface import TextDataset
+from mlops.core.text_dataset import TextDataset
 
 TEXT = "{text}"
 LABEL = "{label}"

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from mlops.errors import ModelError
+from mlops.core.errors import ModelError
 from models.llm_prompt.prompting import RenderedPrompt
 
 

@@ -17,9 +17,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from mlops.config import ModelConfig
-from mlops.errors import ModelError
-from mlops.model_interface import FitContext, TextDataset, TrainingArguments
+from mlops.core.config import ModelConfig
+from mlops.core.errors import ModelError
+from mlops.core.model_interface import FitContext, TrainingArguments
+from mlops.core.text_dataset import TextDataset
 from models.llm_prompt.model import LlmPromptClassifier
 from models.llm_prompt.prompting import PromptTemplate, prompt_inputs
 

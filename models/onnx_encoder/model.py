@@ -20,14 +20,10 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from mlops.config import ModelConfig
-from mlops.errors import ModelError
-from mlops.model_interface import (
-    FitContext,
-    ModelInterface,
-    TextDataset,
-    TrainingArguments,
-)
+from mlops.core.config import ModelConfig
+from mlops.core.errors import ModelError
+from mlops.core.model_interface import FitContext, ModelInterface, TrainingArguments
+from mlops.core.text_dataset import TextDataset
 from models.hf_common.batching import padding_aware_batches
 
 EXPORT_FILE = "export.json"

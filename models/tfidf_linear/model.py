@@ -17,10 +17,11 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from mlops.class_balance import resolve_class_weight
-from mlops.config import HyperparameterSearch, ModelConfig
-from mlops.errors import ModelError
-from mlops.model_interface import FitContext, ModelInterface, TextDataset, TrainingArguments
+from mlops.core.class_balance import resolve_class_weight
+from mlops.core.config import HyperparameterSearch, ModelConfig
+from mlops.core.errors import ModelError
+from mlops.core.model_interface import FitContext, ModelInterface, TrainingArguments
+from mlops.core.text_dataset import TextDataset
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def _joined_texts(data: TextDataset) -> list[str]:
 
 def _log_loss_and_ece(proba: np.ndarray | None, y: np.ndarray | None) -> tuple[float | None, float | None]:
     """Log-loss (probabilities clipped at 1e-12, as in compute_metrics) and ECE of column indices ``y``."""
-    from mlops.pipeline import expected_calibration_error
+    from mlops.core.metrics import expected_calibration_error
 
     if proba is None or y is None or not len(y):
         return None, None

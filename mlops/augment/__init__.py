@@ -1,0 +1,1 @@
+"""More training data: clustering pseudo-labels (``pseudo_label``) and LLM-generated rows (``synthetic``)."""

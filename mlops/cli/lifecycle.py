@@ -1,0 +1,174 @@
+"""The lifecycle: generate-splits, run-backtesting, estimate-performance, train-final-model, quickstart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mlops.cli.console import build_application, emit, interval, out, print_run
+from mlops.cli.options import (AllowExternal, ArtifactsDir, DEFAULT_ARTIFACTS, Device, Encoding, Executor,
+                               ExecutorOption, ExperimentId, Force, ModelConfigName, ModelConfigNames, OutputFormat,
+                               RayAddress, RaySharedData, TargetColumn, TextColumn, TextPairColumn, Track)
+from mlops.core.choices import BacktestingStrategy
+
+commands = typer.Typer()
+
+
+@commands.command("generate-splits")
+def generate_splits(
+    experiment_id: ExperimentId,
+    input_file: Annotated[Path, typer.Option("--input-file", help="Labelled CSV, TSV or Parquet file.")],
+    text_column: TextColumn = "text",
+    target_column: TargetColumn = "label",
+    text_pair_column: TextPairColumn = None,
+    group_column: Annotated[Optional[str], typer.Option("--group-column", help="Rows sharing it stay together.")] = None,
+    test_size: Annotated[float, typer.Option("--test-size", help="Share of rows in the global hold-out.")] = 0.2,
+    backtesting_strategy: Annotated[BacktestingStrategy, typer.Option("--backtesting-strategy")] = BacktestingStrategy.cv,
+    cv_folds: Annotated[int, typer.Option("--cv-folds")] = 5,
+    backtesting_val_size: Annotated[float, typer.Option("--backtesting-val-size", help="Val share of each fold's training part.")] = 0.1,
+    backtesting_test_size: Annotated[float, typer.Option("--backtesting-test-size", help="Test share (train-val strategy).")] = 0.2,
+    perf_estimation_val_size: Annotated[float, typer.Option("--perf-estimation-val-size")] = 0.1,
+    final_model_val_size: Annotated[float, typer.Option("--final-model-val-size")] = 0.05,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    encoding: Encoding = "utf-8",
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on empty texts or labels instead of dropping them.")] = False,
+    normalize_labels: Annotated[bool, typer.Option(
+        "--normalize-labels", help="Merge labels that differ only by case or spacing ('Positive' / 'positive') into "
+                                   "their most frequent spelling, instead of refusing them.")] = False,
+    max_text_chars: Annotated[int, typer.Option(
+        "--max-text-chars", min=0, help="Cut longer texts to this many characters (logged with a count); 0: no "
+                                        "limit.")] = 20_000,
+    force: Force = False,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
+) -> None:
+    """Hold out a stratified test set, then plan the backtesting folds (no duplicate or group leakage)."""
+    from mlops.data.splitting import SplitParameters
+    from mlops.experiments.service import Columns
+
+    params = SplitParameters(
+        test_size=test_size, backtesting_strategy=backtesting_strategy, cv_folds=cv_folds,
+        backtesting_val_size=backtesting_val_size, backtesting_test_size=backtesting_test_size,
+        perf_estimation_val_size=perf_estimation_val_size, final_model_val_size=final_model_val_size, seed=seed,
+    )
+    columns = Columns(text=text_column, target=target_column, text_pair=text_pair_column, group=group_column)
+    experiment = build_application(artifacts_dir).generate_splits(
+        experiment_id, input_file, columns, params, encoding=encoding, strict=strict, force=force,
+        normalize_labels=normalize_labels, max_text_chars=max_text_chars or None,
+    )
+    info = experiment.info
+    sizes = info["split_sizes"]
+    out.print(f"Experiment [bold]{experiment_id}[/]: {info['rows_used']} rows, labels {info['labels']}, "
+              f"input sha256 {info['input_sha256'][:12]}")
+    if info["rows_dropped_empty"]:
+        out.print(f"Dropped {info['rows_dropped_empty']} rows with an empty text or label (--strict fails instead).")
+    out.print(f"Hold-out: {sizes['holdout_test']} rows; train-val: {sizes['train_val']} rows")
+    for k, fold in enumerate(sizes["backtesting"]):
+        out.print(f"  fold {k + 1}: train {fold['train']}, val {fold['val']}, test {fold['test']}")
+    out.print(f"Final model: train {sizes['final_model']['train']}, val {sizes['final_model']['val']}")
+    out.print(f"Saved to {experiment.directory}")
+
+
+@commands.command("run-backtesting")
+def run_backtesting(
+    experiment_id: ExperimentId,
+    model_config_name: ModelConfigNames,
+    force: Force = False,
+    executor: Executor = ExecutorOption.local,
+    ray_address: RayAddress = None,
+    ray_shared_data: RaySharedData = False,
+    device: Device = None,
+    allow_external_models: AllowExternal = False,
+    track: Track = None,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
+) -> None:
+    """Train a fresh model per fold (early-stopping on the fold's val), score its test; resumes by default."""
+    from mlops.executors import ExecutorOptions
+
+    application = build_application(artifacts_dir, device, allow_external_models, track)
+    options = ExecutorOptions(executor.value, ray_address, ray_shared_data)
+    for result in application.run_backtesting(experiment_id, model_config_name, force=force, executor=options):
+        print_run(result)
+
+
+@commands.command("estimate-performance")
+def estimate_performance(
+    experiment_id: ExperimentId,
+    model_config_name: ModelConfigNames,
+    force: Force = False,
+    executor: Executor = ExecutorOption.local,
+    ray_address: RayAddress = None,
+    ray_shared_data: RaySharedData = False,
+    device: Device = None,
+    allow_external_models: AllowExternal = False,
+    track: Track = None,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
+) -> None:
+    """Train on the train-val set and score once on the untouched global hold-out."""
+    from mlops.executors import ExecutorOptions
+
+    application = build_application(artifacts_dir, device, allow_external_models, track)
+    options = ExecutorOptions(executor.value, ray_address, ray_shared_data)
+    for result in application.estimate_performance(experiment_id, model_config_name, force=force, executor=options):
+        print_run(result)
+
+
+@commands.command("train-final-model")
+def train_final_model(
+    experiment_id: ExperimentId,
+    model_config_name: ModelConfigName,
+    model_output_dir: Annotated[Optional[Path], typer.Option("--model-output-dir", file_okay=False,
+                                                             help="Where to write the model folder.")] = None,
+    no_export: Annotated[bool, typer.Option("--no-export", help="Skip the checked ONNX export that an encoder "
+                                                                "gets for fast CPU prediction and start-up.")] = False,
+    force: Force = False,
+    device: Device = None,
+    allow_external_models: AllowExternal = False,
+    track: Track = None,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
+) -> None:
+    """Train on all the data (train/val per --final-model-val-size) and save a deployable model folder."""
+    application = build_application(artifacts_dir, device, allow_external_models, track)
+    result = application.train_final_model(experiment_id, model_config_name, model_output_dir=model_output_dir,
+                                           force=force, export=not no_export)
+    if result.validation_metrics:
+        out.print(f"Validation (early-stopping split, optimistic): accuracy {result.validation_metrics['accuracy']:.4f}, "
+                  f"macro-F1 {result.validation_metrics['macro_f1']:.4f}")
+    out.print(f"Model saved to [bold]{result.model_dir}[/]")
+    if result.export and result.export.get("directory"):
+        check = result.export["check"]
+        out.print(f"ONNX export ({result.export['precision']}) in {result.model_dir / result.export['directory']}: "
+                  f"same label as the model on {check['label_agreement']:.2%} of {check['rows']} held-back rows; "
+                  "predict-new and serve use it on the CPU (--runtime torch for the torch model)")
+
+
+@commands.command("quickstart")
+def quickstart(
+    experiment_id: Annotated[str, typer.Option("--experiment-id")] = "quickstart",
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="Model configs to compare (repeatable).")] = None,
+    cv_folds: Annotated[int, typer.Option("--cv-folds")] = 3,
+    force: Force = False,
+    device: Device = None,
+    track: Track = None,
+    no_export: Annotated[bool, typer.Option("--no-export", help="No ONNX export of the final model.")] = False,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
+) -> None:
+    """The whole lifecycle on the bundled MR movie-review sample, offline, in a few minutes."""
+    from mlops.app import QUICKSTART_MODELS
+
+    application = build_application(artifacts_dir, device, track=track)
+    models = model or [m for m in QUICKSTART_MODELS if m in application.catalog.names()]
+    result = application.quickstart(experiment_id, models, cv_folds=cv_folds, force=force, export=not no_export)
+    emit(result.backtesting, OutputFormat.table, f"backtesting ({cv_folds}-fold) on {experiment_id}",
+          ["rank", "model", "macro_f1_mean", "macro_f1_std", "accuracy_mean", "macro_f1_per_fold"])
+    emit([{"model": name, "accuracy": m["accuracy"], "accuracy 95% CI": interval(m.get("accuracy_ci"), 3),
+            "macro_f1": m["macro_f1"], "macro_f1 95% CI": interval(m.get("macro_f1_ci"), 3), "n": m["n"]}
+           for name, m in result.estimates.items()], OutputFormat.table, "hold-out estimate (train-val -> hold-out)")
+    for note in result.notes:
+        out.print(note)
+    out.print(f"Final model: [bold]{result.final_model.model_dir}[/]")
+    out.print(f"Predictions for {result.predictions.rows} unseen reviews: {result.predictions.output_file}")
+    if result.new_data_metrics:
+        out.print(f"Accuracy on those unseen reviews: {result.new_data_metrics['accuracy']:.4f} "
+                  f"(macro-F1 {result.new_data_metrics['macro_f1']:.4f})")

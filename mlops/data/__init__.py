@@ -1,0 +1,1 @@
+"""Labelled tables (CSV, TSV, Parquet) and how they are split: the hold-out, the folds, the groups."""

@@ -1,0 +1,276 @@
+"""Leakage-safe stratified splitters and the split plan of an experiment.
+
+Rows whose normalised text is identical, and rows sharing a ``--group-column`` value, form one
+leakage group; a group never straddles two sides of any split. Splitters follow scikit-learn's
+``split(X, y, groups) -> Iterator[(train_idx, test_idx)]`` protocol and delegate to
+``StratifiedShuffleSplit``/``StratifiedKFold`` when every group is a single row and to
+``StratifiedGroupKFold`` otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mlops.core.choices import BacktestingStrategy
+from mlops.core.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalise_text(text: str) -> str:
+    """The form under which two texts count as duplicates: NFKC, case-folded, whitespace collapsed."""
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", str(text)).casefold()).strip()
+
+
+def leakage_groups(
+    texts: Sequence[str], text_pairs: Sequence[str] | None = None, groups: Sequence[object] | None = None
+) -> np.ndarray:
+    """Integer group per row: connected components of 'same normalised text' and 'same group value'."""
+    import pandas as pd
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    keys = [normalise_text(t) for t in texts]
+    if text_pairs is not None:
+        keys = [f"{a}\x1f{normalise_text(b)}" for a, b in zip(keys, text_pairs, strict=True)]
+    text_codes, _ = pd.factorize(pd.Series(keys, dtype=object))
+    if groups is None:
+        return text_codes.astype(np.int64)
+    group_codes, _ = pd.factorize(pd.Series(list(groups), dtype=object))
+    n = len(keys)
+    n_text = int(text_codes.max()) + 1
+    # Bipartite graph rows <-> (text keys, group keys); components are the leakage groups.
+    rows = np.concatenate([np.arange(n), np.arange(n)])
+    cols = np.concatenate([n + text_codes, n + n_text + group_codes])
+    size = n + n_text + int(group_codes.max()) + 1
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(size, size))
+    _, component = connected_components(graph, directed=False)
+    return pd.factorize(component[:n])[0].astype(np.int64)
+
+
+def _split_inputs(y: Sequence, groups: Sequence | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels and groups as arrays (no groups: one per row), and the X placeholder sklearn splitters take."""
+    y = np.asarray(y)
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    return y, groups, np.zeros(len(y))
+
+
+def _all_singletons(groups: np.ndarray) -> bool:
+    return len(np.unique(groups)) == len(groups)
+
+
+class TrainSideTooSmall(ValueError):
+    """The split's larger side would lack a row of some class (the split's share is too large for the data)."""
+
+
+class StratifiedGroupHoldout:
+    """One stratified (train, test) split that keeps every group on one side."""
+
+    def __init__(self, test_size: float, seed: int = 42) -> None:
+        if not 0.0 < test_size < 1.0:
+            raise DataError(f"a split size must be between 0 and 1 (exclusive), found {test_size}.")
+        self.test_size = test_size
+        self.seed = seed
+
+    def split(self, X: Sequence, y: Sequence, groups: Sequence | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        from sklearn.model_selection import StratifiedGroupKFold, StratifiedShuffleSplit
+
+        y, groups, placeholder = _split_inputs(y, groups)
+        if _all_singletons(groups):
+            # Small inputs: at least one row per class on each side, so stratification is possible.
+            n_classes = len(np.unique(y))
+            n_test = max(round(self.test_size * len(y)), n_classes)
+            if len(y) - n_test < n_classes:
+                raise TrainSideTooSmall(f"a share of {self.test_size:g} of {len(y)} rows leaves {len(y) - n_test} for "
+                                        f"the other side, fewer than one per class ({n_classes}).")
+            splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_test, random_state=self.seed)
+            yield next(splitter.split(placeholder, y))
+            return
+        # The first of round(1/size) grouped folds; tiny classes cap the fold count (a larger test share).
+        smallest_class = int(np.unique(y, return_counts=True)[1].min())
+        n_splits = max(2, min(round(1.0 / self.test_size), smallest_class))
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=self.seed)
+        train, test = next(splitter.split(placeholder, y, groups))
+        if n_splits != 1.0 / self.test_size:
+            logger.info("grouped split: test fraction %.3f (1/%d) for a requested %.3f", len(test) / len(y),
+                        n_splits, self.test_size)
+        yield train, test
+
+
+class StratifiedGroupFolds:
+    """K stratified folds that keep every group inside one fold."""
+
+    def __init__(self, n_splits: int, seed: int = 42) -> None:
+        if n_splits < 2:
+            raise DataError(f"--cv-folds must be at least 2, found {n_splits}.")
+        self.n_splits = n_splits
+        self.seed = seed
+
+    def split(self, X: Sequence, y: Sequence, groups: Sequence | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+        y, groups, placeholder = _split_inputs(y, groups)
+        if _all_singletons(groups):
+            yield from StratifiedKFold(self.n_splits, shuffle=True, random_state=self.seed).split(placeholder, y)
+        else:
+            yield from StratifiedGroupKFold(self.n_splits, shuffle=True, random_state=self.seed).split(
+                placeholder, y, groups
+            )
+
+
+@dataclass(frozen=True)
+class SplitParameters:
+    test_size: float = 0.2
+    backtesting_strategy: BacktestingStrategy = BacktestingStrategy.cv
+    cv_folds: int = 5
+    backtesting_val_size: float = 0.1
+    backtesting_test_size: float = 0.2
+    perf_estimation_val_size: float = 0.1
+    final_model_val_size: float = 0.05
+    seed: int = 42
+
+    def validate(self) -> None:
+        for name in ("test_size", "backtesting_val_size", "backtesting_test_size", "perf_estimation_val_size",
+                     "final_model_val_size"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                option = "--" + name.replace("_", "-")
+                raise DataError(f"{option} must be between 0 and 1 (exclusive), found {value}.")
+        if self.backtesting_strategy is BacktestingStrategy.cv and self.cv_folds < 2:
+            raise DataError(f"--cv-folds must be at least 2, found {self.cv_folds}.")
+
+    def to_dict(self) -> dict:
+        data = dict(self.__dict__)
+        data["backtesting_strategy"] = self.backtesting_strategy.value
+        return data
+
+
+@dataclass
+class Fold:
+    """Positions (into the experiment's usable rows) of one train/val/test assignment."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+
+@dataclass
+class SplitPlan:
+    holdout_test: np.ndarray
+    train_val: np.ndarray
+    backtesting: list[Fold]
+    performance_estimation: Fold
+    final_model: Fold
+
+
+def _class_counts(y: np.ndarray) -> dict[str, int]:
+    values, counts = np.unique(y, return_counts=True)
+    return {str(v): int(c) for v, c in zip(values, counts, strict=True)}
+
+
+def _split_subset(
+    positions: np.ndarray, y: np.ndarray, groups: np.ndarray, splitter, what: str, option: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply a holdout splitter to ``positions`` and map the result back to positions."""
+    try:
+        train, test = next(splitter.split(positions, y[positions], groups[positions]))
+    except ValueError as exc:
+        counts = _class_counts(y[positions])
+        size = splitter.test_size
+        if isinstance(exc, TrainSideTooSmall) and size > 0.5:
+            fix = f"Use a smaller {option} (found {size:g}; 0.2 is usual) so both sides keep a row of every class."
+        elif isinstance(exc, TrainSideTooSmall):
+            fix = "Add data for the smallest class: both sides of the split need a row of every class."
+        else:
+            fix = f"Use a larger {option} (found {size:g}) or more data per class."
+        raise DataError(
+            f"cannot make the {what} split from {len(positions)} rows with class counts {counts}: {exc} {fix}"
+        ) from None
+    return np.sort(positions[train]), np.sort(positions[test])
+
+
+def _check_min_per_class(y: np.ndarray, minimum: int, what: str, fix: str) -> None:
+    counts = _class_counts(y)
+    small = {label: n for label, n in counts.items() if n < minimum}
+    if small:
+        raise DataError(
+            f"{what} needs at least {minimum} rows per class, but {', '.join(f'{k!r} has {v}' for k, v in small.items())}. "
+            f"{fix}"
+        )
+
+
+#: Fewer hold-out rows of a class than this and its estimate is mostly noise (generate-splits warns).
+MIN_HOLDOUT_ROWS_PER_CLASS = 10
+
+
+def _warn_small_holdout(y: np.ndarray, holdout_y: np.ndarray, test_size: float) -> None:
+    """Warn, naming each class, its hold-out count and the --test-size that would give it enough rows."""
+    total, held = _class_counts(y), _class_counts(holdout_y)
+    small = {label: held.get(label, 0) for label in total if held.get(label, 0) < MIN_HOLDOUT_ROWS_PER_CLASS}
+    if not small:
+        return
+    needed = max(math.ceil(MIN_HOLDOUT_ROWS_PER_CLASS / total[label] * 100) / 100 for label in small)
+    minimum = MIN_HOLDOUT_ROWS_PER_CLASS
+    fix = (f"use --test-size {needed:.2f} or more (found {test_size:g})" if needed <= 0.5 else
+           f"add data for {'that class' if len(small) == 1 else 'those classes'}: about "
+           f"{math.ceil(minimum / test_size)} rows of a class put {minimum} in a hold-out of --test-size {test_size:g}")
+    logger.warning(
+        "the global hold-out has fewer than %d rows of %s, so the estimate on it will be noisy (see its 95%% "
+        "interval); %s.", MIN_HOLDOUT_ROWS_PER_CLASS,
+        ", ".join(f"class {label!r} ({n} row{'' if n == 1 else 's'})" for label, n in small.items()), fix)
+
+
+def build_split_plan(y: Sequence[str], groups: np.ndarray, params: SplitParameters) -> SplitPlan:
+    """Hold-out first, then the backtesting folds, the estimate and the final-model split."""
+    params.validate()
+    y = np.asarray(y, dtype=object)
+    groups = np.asarray(groups)
+    every = np.arange(len(y))
+    _check_min_per_class(y, 2, "a stratified split", "Add rows for that class or remove it from the data.")
+    seed = params.seed
+    train_val, holdout = _split_subset(every, y, groups, StratifiedGroupHoldout(params.test_size, seed), "hold-out",
+                                       "--test-size")
+    _warn_small_holdout(y, y[holdout], params.test_size)
+
+    folds: list[Fold] = []
+    if params.backtesting_strategy is BacktestingStrategy.cv:
+        _check_min_per_class(
+            y[train_val], params.cv_folds, f"{params.cv_folds}-fold backtesting",
+            "Lower --cv-folds, use --backtesting-strategy train-val, or add data for that class.",
+        )
+        splitter = StratifiedGroupFolds(params.cv_folds, seed)
+        for k, (rest, test) in enumerate(splitter.split(train_val, y[train_val], groups[train_val])):
+            rest_positions, test_positions = train_val[rest], np.sort(train_val[test])
+            train, val = _split_subset(rest_positions, y, groups,
+                                       StratifiedGroupHoldout(params.backtesting_val_size, seed + k + 1),
+                                       f"fold {k} train/val", "--backtesting-val-size")
+            folds.append(Fold(train=train, val=val, test=test_positions))
+    else:
+        rest, test = _split_subset(train_val, y, groups, StratifiedGroupHoldout(params.backtesting_test_size, seed + 1),
+                                   "backtesting train-val/test", "--backtesting-test-size")
+        train, val = _split_subset(rest, y, groups, StratifiedGroupHoldout(params.backtesting_val_size, seed + 2),
+                                   "backtesting train/val", "--backtesting-val-size")
+        folds.append(Fold(train=train, val=val, test=test))
+
+    est_train, est_val = _split_subset(train_val, y, groups,
+                                       StratifiedGroupHoldout(params.perf_estimation_val_size, seed + 101),
+                                       "performance-estimation train/val", "--perf-estimation-val-size")
+    final_train, final_val = _split_subset(every, y, groups,
+                                           StratifiedGroupHoldout(params.final_model_val_size, seed + 202),
+                                           "final-model train/val", "--final-model-val-size")
+    return SplitPlan(
+        holdout_test=holdout,
+        train_val=train_val,
+        backtesting=folds,
+        performance_estimation=Fold(train=est_train, val=est_val, test=holdout),
+        final_model=Fold(train=final_train, val=final_val),
+    )

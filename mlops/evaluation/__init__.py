@@ -1,0 +1,1 @@
+"""Reading results back: ``comparison`` (list-experiments, compare-models) and ``report`` (cli report)."""

@@ -1,0 +1,174 @@
+"""The report's sections: the data, the model comparison, each model in detail, the final models."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from mlops.core import plots
+from mlops.evaluation.report.collect import ExperimentView, ModelView, RunView, confusion, per_class, reliability
+from mlops.evaluation.report.document import Image, Section, Table, Text
+
+#: compare-models' JSON columns, with the headings the report gives them.
+COMPARISON_COLUMNS = {"rank": "rank", "model": "model", "n_folds": "folds", "macro_f1_mean": "macro-F1 mean",
+                      "macro_f1_std": "macro-F1 std", "accuracy_mean": "accuracy mean", "diff_mean": "diff vs baseline",
+                      "diff_ci_low": "95% CI low", "diff_ci_high": "95% CI high", "p_value": "p (corrected t)",
+                      "prob_better": "P(better)", "prob_rope": "P(equivalent)", "prob_worse": "P(worse)"}
+
+
+def data_section(view: ExperimentView) -> Section:
+    info = view.experiment.info
+    sizes = info["split_sizes"]
+    params = info["split_parameters"]
+    counts = {str(k): int(v) for k, v in info["class_counts"].items()}
+    section = Section("Data", [
+        Text(f"{info['rows_used']} rows of {info['input_file']} (sha256 {info['input_sha256'][:12]}), "
+             f"{len(view.labels)} labels; {info['rows_dropped_empty']} rows dropped for an empty text or label; "
+             f"{info['rows_in_duplicate_or_group_clusters']} rows share a normalised text or group with another "
+             "row and were kept on one side of every split."),
+        Table(["label", "rows", "share"], [[label, n, n / info["rows_used"]] for label, n in counts.items()],
+              "Label distribution"),
+        Image("labels", plots.label_distribution(counts), "rows per label"),
+    ])
+    rows = [["global hold-out (test)", None, None, sizes["holdout_test"]]]
+    rows += [[f"backtesting fold {k + 1}", f["train"], f["val"], f["test"]] for k, f in enumerate(sizes["backtesting"])]
+    estimate = sizes["performance_estimation"]
+    rows.append(["estimate (train-val -> hold-out)", estimate["train"], estimate["val"], estimate["test"]])
+    rows.append(["final model", sizes["final_model"]["train"], sizes["final_model"]["val"], None])
+    section.blocks.append(Table(["split", "train", "val", "test"], rows,
+                                f"Splits ({params['backtesting_strategy']}, seed {params['seed']}, hold-out "
+                                f"{params['test_size']:.0%})"))
+    truncated = _truncation_rows(view)
+    if truncated:
+        section.blocks.append(Table(["model", "run", "train texts truncated", "val texts truncated",
+                                     "test texts truncated"], truncated,
+                                    "Texts longer than the model's max_length (cut to it)"))
+    return section
+
+
+def _truncation_rows(view: ExperimentView) -> list[list[Any]]:
+    rows = []
+    for model in view.models:
+        for run_name, run in (("backtesting", model.backtesting), ("hold-out", model.holdout)):
+            if run is None:
+                continue
+            counts = [fold.get("runtime", {}).get("truncated") for fold in run.folds]
+            if all(c is None for c in counts):
+                continue
+            total = {key: sum((c or {}).get(key, 0) for c in counts) for key in ("train", "validation", "predict")}
+            rows.append([model.name, run_name, total["train"], total["validation"], total["predict"]])
+    return rows
+
+
+def comparison_section(view: ExperimentView, comparison: list[dict[str, Any]] | None, note: str | None,
+                       holdout: list[dict[str, Any]] | None) -> Section:
+    section = Section("Model comparison")
+    if comparison:
+        columns = [c for c in COMPARISON_COLUMNS if any(c in row for row in comparison)]
+        section.blocks.append(Table([COMPARISON_COLUMNS[c] for c in columns],
+                                    [[row.get(c) for c in columns] for row in comparison],
+                                    "Backtesting, ranked by mean macro-F1"))
+        if note:
+            section.blocks.append(Text(note, note=True))
+        for row in comparison:
+            if row.get("caveat"):
+                section.blocks.append(Text(f"{row['model']}: {row['caveat']}.", note=True))
+        scores = {row["model"]: row["macro_f1_per_fold"] for row in comparison}
+        section.blocks.append(Image("fold_scores", plots.fold_scores(scores, "macro-F1"), "macro-F1 per fold"))
+    else:
+        section.blocks.append(Text("No model has finished backtesting yet (cli run-backtesting)."))
+    if holdout:
+        columns = [c for c in ("model", "n", "accuracy", "macro_f1", "log_loss", "diff_mean", "mcnemar_p_value")
+                   if any(c in row for row in holdout)]
+        section.blocks.append(Table(columns, [[row.get(c) for c in columns] for row in holdout],
+                                    "Hold-out estimate (trained on train-val, scored once on the hold-out)"))
+    return section
+
+
+def _class_table(run: RunView, labels: list[str], caption: str) -> tuple[Table, np.ndarray]:
+    matrix = confusion(run.predictions, len(labels))
+    rows = [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in per_class(matrix, labels)]
+    return Table(["class", "precision", "recall", "F1", "support"], rows, caption), matrix
+
+
+def _timing_rows(run: RunView) -> list[list[Any]]:
+    rows = []
+    for k, fold in enumerate(run.folds, 1):
+        timings, sizes, runtime = fold.get("timings", {}), fold.get("rows", {}), fold.get("runtime", {})
+        train_s, predict_s = timings.get("train_s"), timings.get("predict_s")
+        samples = runtime.get("train_samples_per_second")
+        if samples is None and train_s:
+            samples = sizes.get("train", 0) / train_s
+        rows.append([k, sizes.get("train"), train_s, samples, sizes.get("test"), predict_s,
+                     sizes.get("test", 0) / predict_s if predict_s else None, runtime.get("device"),
+                     runtime.get("precision")])
+    return rows
+
+
+def model_section(model: ModelView, labels: list[str]) -> list[Section]:
+    sections = [Section(f"Model: {model.name}")]
+    detail = sections[0].blocks
+    curves = {}
+    for run, name in ((model.backtesting, "backtesting (all folds' test rows)"), (model.holdout, "hold-out")):
+        if run is None or run.predictions is None:
+            continue
+        table, matrix = _class_table(run, labels, f"Per class, {name}")
+        detail += [table, Image(f"{model.name}_{name.split()[0].replace('-', '')}_confusion",
+                                plots.confusion_matrices(matrix, labels, name.split(" (")[0]),
+                                f"confusion matrices, {name}")]
+        curve = reliability(run.predictions)
+        if curve is not None:
+            curves[name.split(" (")[0]] = curve
+    if curves:
+        detail.append(Image(f"{model.name}_reliability", plots.reliability_diagram(curves, f"{model.name}: calibration"),
+                            "reliability diagram"))
+        detail.append(Text("Expected calibration error (ECE): 15 equal-width confidence bins, the mean gap between "
+                           "confidence and accuracy weighted by the rows in each bin; 0 is perfectly calibrated.",
+                           note=True))
+    if model.backtesting and any(model.backtesting.histories):
+        best = [fold.get("runtime", {}).get("best_epoch") for fold in model.backtesting.folds]
+        detail.append(Image(f"{model.name}_learning_curves",
+                            plots.learning_curves(model.backtesting.histories, best, f"{model.name}: backtesting folds"),
+                            "learning curves"))
+    for run, name in ((model.backtesting, "backtesting"), (model.holdout, "hold-out")):
+        if run is not None:
+            detail.append(Table(["fold", "train rows", "train s", "train samples/s", "test rows", "predict s",
+                                 "predict rows/s", "device", "precision"], _timing_rows(run), f"Timings, {name}"))
+    return sections
+
+
+def final_model_section(models: list[ModelView]) -> Section | None:
+    finals = [m for m in models if m.final_manifest is not None]
+    if not finals:
+        return None
+    section = Section("Final models")
+    for model in finals:
+        manifest = model.final_manifest
+        environment = manifest.get("environment", {})
+        packages = environment.get("packages", {})
+        git = environment.get("git") or {}
+        validation = manifest.get("validation_metrics") or {}
+        rows = [["folder", str(model.final_dir)], ["created", manifest.get("created_at")],
+                ["data sha256", manifest.get("input_sha256")], ["seed", manifest.get("seed")],
+                ["config sha256", manifest.get("config_sha256")], ["rows", json.dumps(manifest.get("rows"))],
+                ["validation accuracy (optimistic: early-stopping split)", validation.get("accuracy")],
+                ["device / precision", f"{manifest.get('runtime', {}).get('device', '-')} / "
+                                       f"{manifest.get('runtime', {}).get('precision', '-')}"],
+                ["git commit", f"{git.get('commit', '-')[:12]}{' (uncommitted changes)' if git.get('dirty') else ''}"],
+                ["python", environment.get("python")],
+                ["packages", ", ".join(f"{k} {v}" for k, v in packages.items() if v)]]
+        section.blocks.append(Table(["", model.name], rows, f"Final model {model.name}"))
+        config = (model.final_descriptor or {}).get("model_config", {})
+        section.blocks.append(Text(f"config: {json.dumps(config, sort_keys=True)[:2000]}", note=True))
+    return section
+
+
+def build(view: ExperimentView, comparison: list[dict[str, Any]] | None, note: str | None,
+          holdout: list[dict[str, Any]] | None) -> list[Section]:
+    sections = [data_section(view), comparison_section(view, comparison, note, holdout)]
+    for model in view.models:
+        sections += model_section(model, view.labels)
+    final = final_model_section(view.models)
+    return sections + ([final] if final else [])
