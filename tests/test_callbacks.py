@@ -127,3 +127,21 @@ def test_the_runner_hands_its_callbacks_to_every_fit(tmp_path):
     runner = ExperimentRunner(ExperimentService(tmp_path), callbacks=[recorder])
     context = runner._context(seed=1, work_dir=tmp_path)
     assert context.callbacks == [recorder] and context.seed == 1
+
+
+def test_progress_off_a_terminal_is_a_log_line_each_tenth_not_a_redrawn_bar(caplog, capsys):
+    """In a CI log or under nohup, a bar redrawn every second fills the file; a line per tenth does not."""
+    import logging
+
+    from models.hf_encoder.callbacks import ProgressBar
+
+    bar = ProgressBar()
+    state = LoopState(model=None, epochs=2, batches_per_epoch=50, rows=1600, labels=["a", "b"])
+    with caplog.at_level(logging.INFO, logger="models.hf_encoder.callbacks"):
+        bar.on_fit_start(state)
+        for _ in range(100):
+            bar.on_batch_end(state, None)
+        bar.on_fit_end(state)
+    lines = [r.getMessage() for r in caplog.records if "batches" in r.getMessage()]
+    assert len(lines) == 10 and lines[-1].startswith("fine-tuning: 100 of at most 100 batches")
+    assert "batch/s" not in capsys.readouterr().err  # no tqdm bar

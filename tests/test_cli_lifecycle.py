@@ -111,6 +111,10 @@ def test_evaluate_prediction_by_position_and_id(cli, tmp_path: Path):
     by_id = json.loads(cli("evaluate-prediction", "--predictions-file", str(predictions), "--ground-truth-file",
                            str(truth), "--id-column", "id", "--format", "json").stdout)
     assert by_id["accuracy"] == 1.0
+    refused = cli("evaluate-prediction", "--predictions-file", str(predictions), "--ground-truth-file", str(truth),
+                  expect=None)  # by position, the shared id column shows the files are in another order
+    assert refused.exit_code != 0 and "not in the same order" in refused.output
+    pd.read_csv(truth).drop(columns=["id"]).to_csv(truth, index=False)
     by_position = json.loads(cli("evaluate-prediction", "--predictions-file", str(predictions),
                                  "--ground-truth-file", str(truth), "--format", "json").stdout)
     assert by_position["accuracy"] == 0.5

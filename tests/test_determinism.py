@@ -73,7 +73,8 @@ def test_a_resume_refuses_folds_computed_with_other_arithmetic(cli, small_csv, a
     record["identity"]["arithmetic"] = {"device": "cpu", "precision": "fp32", "torch_threads": 7}
     path.write_text(json.dumps(record))
     result = cli("run-backtesting", "--experiment-id", "a", "--model-config-name", "tfidf_logreg", expect=None)
-    assert_clean_failure(result, 'arithmetic {"device":"cpu","precision":"fp32","torch_threads":7} -> {}', "--force")
+    assert_clean_failure(result, 'arithmetic {"device":"cpu","precision":"fp32","torch_threads":7} -> '
+                                 '{"blas_threads":1}', "--force")
 
 
 def test_folds_recorded_before_identities_carried_the_arithmetic_still_resume(cli, tmp_path, artifacts):

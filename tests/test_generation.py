@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mlops.augment.synthetic import GenerationProgress, GenerationRequest, generate, plan_counts
-from mlops.augment.synthetic.generator import split_total
+from mlops.augment.synthetic.generator import split_total, validate_request
 from mlops.augment.synthetic.quality import NearDuplicateIndex, QualityFilter, dedup_key, looks_like_wrong_language, normalise
 from mlops.core.errors import ConfigError, DataError, ExperimentError
 
@@ -309,13 +309,13 @@ def test_generate_with_a_tiny_causal_lm(tmp_path):
     model_dir = build_tiny_causal_lm(tmp_path / "lm", arch="llama", tokenizer="word")
     request = GenerationRequest(name="tiny", output_dir=tmp_path / "out", examples_per_label=3,
                                 labels=["negative", "positive"], model=str(model_dir), max_new_tokens=12,
-                                min_chars=5, batch_size=4, lang="xx")
+                                min_chars=5, batch_size=4, lang="yo")
     report = generate(request)
     rows = _read(tmp_path / "out" / "tiny.csv")
     assert report.model == str(model_dir)
     assert len(rows) == report.produced
     assert report.produced + sum(report.shortfall.values()) == 6
-    assert report.produced >= 4  # random words pass the filters (no language check for 'xx')
+    assert report.produced >= 4  # random words pass the filters (no language check for 'yo')
     assert report.rows_per_minute and report.rows_per_minute > 0
     assert all(5 <= len(r["text"]) <= 400 for r in rows)
     assert report.language_check.startswith("none")
@@ -341,3 +341,17 @@ def test_offline_gemma_generates_english_reviews(tmp_path):
     assert report.produced >= 3
     rows = _read(tmp_path / "gemma.csv")
     assert all(not looks_like_wrong_language(r["text"], "en") for r in rows)
+
+
+@pytest.mark.parametrize("lang", ["xx-INVALID", "xx", "english", "EN", "en-invalid"])
+def test_a_language_that_is_not_an_iso_639_1_code_is_refused(tmp_path, lang):
+    request = GenerationRequest(name="l", output_dir=tmp_path, examples_per_label=1, lang=lang)
+    with pytest.raises(ConfigError, match="ISO 639-1"):
+        generate(request, backend=ScriptedBackend([]))
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("lang", ["pt-BR", "es-419", "yo"])
+def test_iso_codes_with_a_region_are_accepted(lang):
+    validate_request(GenerationRequest(name="l", output_dir=Path("unused"), examples_per_label=1, lang=lang))
+

@@ -261,6 +261,28 @@ def test_an_unreadable_model_file_is_reported_as_a_permission_problem(final_mode
 
 
 @pytest.mark.slow
+def test_unwritable_output_folders_are_refused_before_any_work(cli, shared_dir, small_csv):
+    """train-final-model and data-generate check the folder they will write into first (no traceback)."""
+    data = shared_dir / "reviews.csv"
+    shutil.copy(small_csv, data)
+    data.chmod(0o644)
+    artifacts = shared_dir / "artifacts"
+    generate_splits(cli, "w", data, folds=2, columns=REVIEW_COLUMNS, artifacts_dir=artifacts)
+    for path in [artifacts, *artifacts.rglob("*")]:  # the other user may take the lock and read the splits
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    locked = shared_dir / "locked"
+    locked.mkdir(mode=0o755)
+    result = _as_other_user("train-final-model", "--experiment-id", "w", "--model-config-name", "tfidf_logreg",
+                            "--model-output-dir", str(locked / "model"), "--artifacts-dir", str(artifacts),
+                            home=shared_dir)
+    _clean_subprocess_failure(result, "--model-output-dir", "not writable")
+    assert "training on" not in result.stdout + result.stderr
+    result = _as_other_user("data-generate", "--name", "g", "--examples-per-sentiment", "1", "--output-dir",
+                            str(locked / "generated"), home=shared_dir)
+    _clean_subprocess_failure(result, "--output-dir", "not writable")
+
+
+@pytest.mark.slow
 def test_predict_new_into_a_read_only_folder_fails_before_the_model_loads(final_model, shared_dir, small_csv):
     read_only = shared_dir / "read_only"
     read_only.mkdir()
@@ -574,3 +596,19 @@ def test_a_huge_text_cell_is_cut_with_a_count(cli, tmp_path, artifacts):
     assert "1 input texts longer than 500 characters were cut" in " ".join(result.output.split())
     written = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert len(written) == 60 and len(written["text"][3]) == len(rows[3]["text"])  # the output keeps it whole
+
+
+def test_evaluate_prediction_refuses_files_in_another_order(cli, tmp_path):
+    """Matched by position, a shuffled ground truth once scored 0.47 instead of 0.99: the shared columns are checked."""
+    texts = [f"review number {i}" for i in range(60)]
+    labels = ["positive" if i % 3 else "negative" for i in range(60)]
+    pd.DataFrame({"id": range(60), "text": texts, "predicted_label": labels}).to_csv(tmp_path / "p.csv", index=False)
+    truth = pd.DataFrame({"id": range(60), "text": texts, "label": labels}).sample(frac=1.0, random_state=1)
+    truth.to_csv(tmp_path / "t.csv", index=False)
+    refused = _evaluate(cli, tmp_path / "p.csv", tmp_path / "t.csv")
+    assert_clean_failure(refused, "not in the same order", "--id-column", "row 1:")
+    joined = _evaluate(cli, tmp_path / "p.csv", tmp_path / "t.csv", "--id-column", "id", expect=0)
+    assert "1.0000" in joined.output
+    truth.drop(columns=["id", "text"]).to_csv(tmp_path / "bare.csv", index=False)  # nothing to check the order by
+    warned = _evaluate(cli, tmp_path / "p.csv", tmp_path / "bare.csv", expect=0)
+    assert "matched by position" in warned.output and "share no id or text column" in warned.output

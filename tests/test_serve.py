@@ -219,6 +219,28 @@ def test_malformed_json_and_big_uploads(tfidf_server):
     assert httpx.get(f"{tfidf_server.url}/nowhere").status_code == 404
 
 
+def test_validation_errors_name_the_field_limit_and_size_and_never_echo_the_input(tfidf_server):
+    """A 5 MB text or a 100k-item list comes back as a short error, not as itself; a lone surrogate is no 500."""
+    long_text = httpx.post(f"{tfidf_server.url}/predict", json={"texts": ["y" * 200_000]})
+    assert long_text.status_code == 422 and len(long_text.content) < 2_000, len(long_text.content)
+    error = long_text.json()
+    assert "y" * 50 not in long_text.text
+    assert error["limit"] == "max_chars" and error["value"] == 300 and error["size"] == 200_000
+    many = httpx.post(f"{tfidf_server.url}/predict", json={"texts": ["z"] * 100_000})
+    assert many.status_code == 422 and len(many.content) < 2_000 and many.json()["size"] == 100_000
+    surrogate = httpx.post(f"{tfidf_server.url}/predict", content=b'{"texts": ["\\ud800"]}',
+                           headers={"content-type": "application/json"})
+    assert surrogate.status_code == 422, surrogate.text
+    assert "surrogate" in surrogate.json()["error"] or "UTF-8" in surrogate.json()["error"]
+
+
+def test_a_body_that_is_not_utf8_is_a_400_that_says_so(tfidf_server):
+    response = httpx.post(f"{tfidf_server.url}/predict", content='{"texts": ["café"]}'.encode("latin-1"),
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert "UTF-8" in response.json()["error"] and "byte 0xe9" in response.json()["error"], response.text
+
+
 @pytest.mark.slow
 def test_two_hundred_concurrent_requests_are_all_answered_right(encoder_server):
     texts, _ = topic_data(200, seed=9)
@@ -266,12 +288,17 @@ def test_api_key_env_that_is_not_set_is_a_clear_error(tfidf_model):
 
 @pytest.mark.slow
 def test_sigterm_drains_in_flight_requests(tfidf_model):
-    server = Server(tfidf_model, "--max-wait-ms", "300", "--max-batch-size", "64")
+    """Requests the server holds when SIGTERM comes are answered; it then exits cleanly."""
+    server = Server(tfidf_model, "--max-wait-ms", "3000", "--max-batch-size", "64")
 
     async def requests_then_sigterm():
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
             pending = [asyncio.create_task(client.post("/predict", json={"text": f"film {i}"})) for i in range(30)]
-            await asyncio.sleep(0.1)  # they are queued, waiting for the batch to fill
+            for _ in range(200):  # until all 30 wait in the batcher for the batch to fill
+                metrics = (await client.get("/metrics")).text
+                if "mlops_queue_depth_texts 30.0" in metrics:
+                    break
+                await asyncio.sleep(0.01)
             server.process.send_signal(signal.SIGTERM)
             return await asyncio.gather(*pending)
 
@@ -280,6 +307,54 @@ def test_sigterm_drains_in_flight_requests(tfidf_model):
         assert [a.status_code for a in answers] == [200] * 30
         assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
         assert "Application shutdown complete" in server.output()
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_sigterm_under_load_gives_no_500_and_a_cut_stream_is_detectable(tfidf_model, tmp_path, mr_rows):
+    """3 uploads of 40k rows and 57 /predict calls, then SIGTERM with a 4 s grace: each request is answered 200
+    or 503 with Retry-After, a stream cut short carries fewer rows than its X-Row-Count, nothing crashes."""
+    rows = pd.concat([mr_rows] * 14).head(40_000)
+    upload = rows[["text"]].to_csv(index=False).encode()
+    server = Server(tfidf_model, "--grace-seconds", "4", "--max-upload-mb", "50")
+
+    async def load_then_sigterm():
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            uploads = [asyncio.create_task(client.post("/predict/csv", files={"file": ("in.csv", upload, "text/csv")}))
+                       for _ in range(3)]
+            await asyncio.sleep(0.5)
+            calls = [asyncio.create_task(client.post("/predict", json={"texts": [f"film {i}"] * 8}))
+                     for i in range(57)]
+            await asyncio.sleep(0.2)
+            server.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            try:
+                late = await client.post("/predict", json={"text": "after the signal"})
+            except httpx.TransportError:
+                late = None  # the listening socket is already closed: refused, which is fine too
+            return (await asyncio.gather(*uploads, return_exceptions=True),
+                    await asyncio.gather(*calls, return_exceptions=True), late)
+
+    try:
+        uploads, calls, late = asyncio.run(load_then_sigterm())
+        for answer in calls:
+            assert not isinstance(answer, Exception), answer
+            assert answer.status_code in (200, 503), answer.text
+            if answer.status_code == 503:
+                assert answer.headers["Retry-After"] and "shutting down" in answer.json()["error"]
+        assert late is None or (late.status_code == 503 and late.headers["Retry-After"])
+        for answer in uploads:
+            assert not isinstance(answer, Exception), answer
+            if answer.status_code == 503:
+                continue  # refused whole, with Retry-After
+            assert answer.status_code == 200
+            declared = int(answer.headers["X-Row-Count"])
+            received = len(pd.read_csv(io.StringIO(answer.text))) if answer.text else 0
+            assert declared == 40_000 and received <= declared
+        assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+        log = server.output()
+        assert "Traceback" not in log and " 500 " not in log, log[-3000:]
     finally:
         server.stop()
 

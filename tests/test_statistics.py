@@ -211,3 +211,24 @@ def test_train_val_backtesting_has_one_fold_and_no_p_value(cli, small_csv: Path)
     other = rows[1]
     assert rows[0]["n_folds"] == 1 and other["p_value"] is None and other["prob_better"] is None
     assert other["diff_mean"] is not None and 0 <= other["mcnemar_p_value"] <= 1
+
+
+def test_a_run_whose_config_file_changed_since_is_stale_in_every_view(cli, small_csv, tmp_path):
+    """A second tune (or an edit) rewrote the config: its old figures no longer describe that file."""
+    config = tmp_path / "mine.json"
+    config.write_text(json.dumps({"module_path": "models.tfidf_linear.model", "class_name": "TfidfLinearClassifier",
+                                  "training_arguments": {"C": 1.0}}))
+    generate_splits(cli, "c", small_csv, folds=2, columns=REVIEW_COLUMNS)
+    for name in ("tfidf_logreg", str(config)):
+        cli("run-backtesting", "--experiment-id", "c", "--model-config-name", name)
+    before = json.loads(cli("compare-models", "--experiment-id", "c", "--format", "json").stdout)
+    assert {row["model"] for row in before} == {"tfidf_logreg", "mine"}
+    config.write_text(json.dumps({"module_path": "models.tfidf_linear.model", "class_name": "TfidfLinearClassifier",
+                                  "training_arguments": {"C": 8.0}}))
+    after = cli("compare-models", "--experiment-id", "c", "--format", "json")
+    assert [row["model"] for row in json.loads(after.stdout)] == ["tfidf_logreg"]
+    assert "has changed since this run" in after.output
+    listed = json.loads(cli("list-experiments", "--format", "json").stdout)
+    assert next(r for r in listed if r["model"] == "mine")["stages"] == "backtesting(stale: config changed)"
+    report = cli("report", "--experiment-id", "c")
+    assert "mine backtesting: left out of the report" in " ".join(report.output.split())

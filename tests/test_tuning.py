@@ -259,7 +259,7 @@ def test_per_fold_values_for_other_folds_or_of_the_wrong_type_are_refused(cli, e
 
 def test_configs_recorded_before_per_fold_values_keep_their_fingerprints():
     """Runs and studies recorded before fold_training_arguments and tuning existed must still resume."""
-    from mlops.experiments.runner import config_fingerprint
+    from mlops.core.config import config_fingerprint
     from mlops.tuning.study import search_identity
 
     config = ModelConfig.model_validate({
@@ -292,7 +292,7 @@ def test_records_leave_out_unset_later_fields_so_older_versions_still_read_them(
 
 def test_per_fold_values_count_in_the_backtesting_fingerprint_only():
     from mlops.experiments.service import RunType
-    from mlops.experiments.runner import config_fingerprint
+    from mlops.core.config import config_fingerprint
 
     plain = ModelConfig.model_validate({"module_path": "models.tfidf_linear.model",
                                         "class_name": "TfidfLinearClassifier", "training_arguments": {"C": 1.0}})
@@ -333,3 +333,27 @@ def test_an_encoder_trial_is_pruned_from_its_epoch_callback(tmp_path, monkeypatc
     trial = study.trials[0]
     assert trial.state is optuna.trial.TrialState.PRUNED
     assert sorted(trial.intermediate_values) == [1, 2], "reported after epochs 1 and 2, stopped before epoch 3"
+
+
+def test_a_trial_whose_process_died_is_marked_failed_on_resume(cli, experiment, artifacts):
+    """kill -9 during a trial leaves it RUNNING in the storage; the next tune marks it FAIL and says so."""
+    import socket
+    import subprocess
+    import sys
+
+    import optuna
+
+    from mlops.tuning.study import OWNER_ATTR, make_storage
+
+    cli("tune", "--experiment-id", experiment, "--model-config-name", "tfidf_logreg", "--n-trials", "1")
+    url = "sqlite:///" + str(artifacts / "experiments" / experiment / "tuning" / "tfidf_logreg.db")
+    study = optuna.load_study(study_name="tfidf_logreg", storage=make_storage(url))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = study.ask()  # what a killed process leaves: a RUNNING trial owned by a pid that no longer exists
+    orphan.set_user_attr(OWNER_ATTR, {"host": socket.gethostname(), "pid": int(gone.stdout)})
+    result = cli("tune", "--experiment-id", experiment, "--model-config-name", "tfidf_logreg", "--n-trials",
+                 "2", "--format", "json")
+    assert f"trial(s) {orphan.number} were left RUNNING" in " ".join(result.output.split())
+    states = {t["number"]: t["state"] for t in json.loads(result.stdout)["trials"]}
+    assert states[orphan.number] == "FAIL" and "RUNNING" not in states.values()
+    assert list(states.values()).count("COMPLETE") == 2

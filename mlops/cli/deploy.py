@@ -143,6 +143,9 @@ def serve(
                               "needs 'Authorization: Bearer <key>'.")] = None,
     runtime: Annotated[Runtime, typer.Option(
         "--runtime", help="auto: the model's ONNX export on the CPU when there is one, else torch.")] = Runtime.auto,
+    grace_seconds: Annotated[float, typer.Option(
+        "--grace-seconds", min=1.0, help="After SIGTERM: how long requests already held may take; then what is "
+                                         "still queued gets 503 and CSV streams stop short of X-Row-Count.")] = 30.0,
     device: Device = None,
     allow_external_models: AllowExternal = False,
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
@@ -156,14 +159,15 @@ def serve(
         if not api_key:
             raise ConfigError(f"--api-key-env {api_key_env}: that environment variable is not set or empty; set it "
                               "to the key clients must send, or drop --api-key-env.")
-    import uvicorn
-
+    from mlops.deploy.serving.drain import run_server
     from mlops.deploy.serving.server import ServeSettings
 
     settings = ServeSettings(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_texts=max_texts,
-                             max_chars=max_chars, max_upload_bytes=int(max_upload_mb * 1024 * 1024), api_key=api_key)
+                             max_chars=max_chars, max_upload_bytes=int(max_upload_mb * 1024 * 1024), api_key=api_key,
+                             grace_seconds=grace_seconds)
     server_app = build_application(artifacts_dir, device, allow_external_models).serving_app(
         model_path, runtime.value, settings)
-    out.print(f"Serving {model_path} on http://{host}:{port} (docs at /docs; Ctrl-C or SIGTERM stops it)")
-    uvicorn.run(server_app, host=host, port=port, log_level="warning" if State.quiet else "info",
-                timeout_graceful_shutdown=30)
+    out.print(f"Serving {model_path} on http://{host}:{port} (docs at /docs; Ctrl-C or SIGTERM stops it, "
+              f"{grace_seconds:g} s of grace)")
+    run_server(server_app, server_app.state.drain, host=host, port=port,
+               log_level="warning" if State.quiet else "info")

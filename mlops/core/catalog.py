@@ -35,6 +35,10 @@ class ModelCatalog:
         candidate = Path(name_or_path)
         if candidate.suffix == ".json" and candidate.is_file():
             return candidate
+        if candidate.suffix == ".json" or "/" in name_or_path or "\\" in name_or_path:
+            what = "is a folder, not a file" if candidate.is_dir() else "does not exist"
+            raise ConfigError(f"--model-config-name {name_or_path}: the config file {candidate.resolve()} {what}. "
+                              f"Check the path, or pass a config name (known: {', '.join(self.names()) or 'none'}).")
         path = self.config_dir / f"{name_or_path}.json"
         if not path.is_file() and tuned_dir is not None and (Path(tuned_dir) / f"{name_or_path}.json").is_file():
             path = Path(tuned_dir) / f"{name_or_path}.json"

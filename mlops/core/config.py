@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -193,3 +194,13 @@ def load_model_config_file(path: Path) -> ModelConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read model config {path}: {exc.strerror}.") from None
     return parse_model_config(raw, str(path))
+
+
+def config_fingerprint(config: ModelConfig, run_type: str | None = None) -> str:
+    """What a config trains, hashed; per-fold values count only for backtesting (``run_type`` None: all)."""
+    unused = NON_TRAINING_FIELDS  # search_space, resources, tuning: no effect on a fold
+    if run_type not in (None, "backtesting"):
+        unused = unused | {"fold_training_arguments"}
+    dumped = config_json(config, unused)
+    canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

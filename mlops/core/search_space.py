@@ -48,6 +48,24 @@ def check_search_space(space: dict[str, SearchDistribution], training_arguments:
     return None
 
 
+def example_search_space(arguments: TrainingArguments) -> str:
+    """A ``search_space`` entry this model accepts, as JSON text for an error message: its first float training
+    argument with a positive value, searched log-uniformly around it (else its first numeric one)."""
+    fields = type(arguments).model_fields
+    values = {name: getattr(arguments, name, None) for name in fields}
+    numeric = [n for n, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0]
+    floats = [n for n in numeric if isinstance(values[n], float)]
+    if floats:
+        name, value = floats[0], values[floats[0]]
+        entry = {"type": "loguniform", "low": value / 4, "high": value * 4}
+    elif numeric:
+        name, value = numeric[0], values[numeric[0]]
+        entry = {"type": "int", "low": max(1, value // 2), "high": value * 2}
+    else:
+        return '"search_space": {"<a training argument>": {"type": "categorical", "choices": [...]}}'
+    return json.dumps({"search_space": {name: entry}})[1:-1]
+
+
 def _encoded(distribution: SearchDistribution) -> bool:
     return any(not isinstance(choice, _PLAIN) for choice in distribution.choices or [])
 

@@ -4,7 +4,7 @@ Rows whose normalised text is identical, and rows sharing a ``--group-column`` v
 leakage group; a group never straddles two sides of any split. Splitters follow scikit-learn's
 ``split(X, y, groups) -> Iterator[(train_idx, test_idx)]`` protocol and delegate to
 ``StratifiedShuffleSplit``/``StratifiedKFold`` when every group is a single row and to
-``StratifiedGroupKFold`` otherwise.
+``grouped_fold_ids`` (multi-row groups placed one by one, single rows in bulk) otherwise.
 """
 
 from __future__ import annotations
@@ -68,6 +68,61 @@ def _all_singletons(groups: np.ndarray) -> bool:
     return len(np.unique(groups)) == len(groups)
 
 
+def grouped_fold_ids(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
+    """A fold id per row: every group inside one fold, each class spread evenly over the folds.
+
+    The multi-row groups go first, largest first (ties in a seeded random order), each to the fold where it
+    adds least to the squared distance of the folds' class counts from their targets (a class's rows / K);
+    then each class's single-row groups fill the folds' remaining room for that class, in bulk (largest
+    remainders), in a seeded random order. Python loops only over the multi-row groups, so data with few
+    duplicates splits about as fast as data with none (scikit-learn's StratifiedGroupKFold loops over every
+    group and fold).
+    """
+    rng = np.random.default_rng(seed)
+    classes, y_codes = np.unique(y, return_inverse=True)
+    _, group_codes = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(group_codes)
+    target = np.bincount(y_codes, minlength=len(classes)) / n_splits
+    counts = np.zeros((n_splits, len(classes)))
+    fold = np.full(len(y), -1, dtype=np.int64)
+    in_multi = sizes[group_codes] > 1
+    if in_multi.any():
+        multi_rows = np.flatnonzero(in_multi)
+        multi_groups, local = np.unique(group_codes[multi_rows], return_inverse=True)
+        per_group = np.zeros((len(multi_groups), len(classes)))
+        np.add.at(per_group, (local, y_codes[multi_rows]), 1)
+        order = rng.permutation(len(multi_groups))
+        order = order[np.argsort(-per_group.sum(axis=1)[order], kind="stable")]
+        chosen = np.empty(len(multi_groups), dtype=np.int64)
+        for g in order:  # the cheapest fold; among equals, the one with the fewest rows
+            cost = ((counts + per_group[g] - target) ** 2).sum(axis=1) - ((counts - target) ** 2).sum(axis=1)
+            chosen[g] = int(np.lexsort((counts.sum(axis=1), np.round(cost, 9)))[0])
+            counts[chosen[g]] += per_group[g]
+        fold[multi_rows] = chosen[local]
+    for c in range(len(classes)):
+        rows = np.flatnonzero(~in_multi & (y_codes == c))
+        if not len(rows):
+            continue
+        rows = rows[rng.permutation(len(rows))]
+        room = np.clip(target[c] - counts[:, c], 0, None)
+        share = room / room.sum() * len(rows) if room.sum() > 0 else np.full(n_splits, len(rows) / n_splits)
+        take = np.floor(share).astype(np.int64)
+        take[np.argsort(-(share - take), kind="stable")[: len(rows) - take.sum()]] += 1
+        fold[rows] = np.repeat(np.arange(n_splits), take)
+        counts[:, c] += take
+    return fold
+
+
+def _grouped_splits(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int):
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise DataError(f"{len(y)} rows form only {n_groups} leakage groups (rows sharing a normalised text or a "
+                        f"--group-column value), too few for {n_splits} folds; lower --cv-folds or add data.")
+    fold = grouped_fold_ids(y, groups, n_splits, seed)
+    for k in range(n_splits):
+        yield np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+
+
 class TrainSideTooSmall(ValueError):
     """The split's larger side would lack a row of some class (the split's share is too large for the data)."""
 
@@ -82,7 +137,7 @@ class StratifiedGroupHoldout:
         self.seed = seed
 
     def split(self, X: Sequence, y: Sequence, groups: Sequence | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        from sklearn.model_selection import StratifiedGroupKFold, StratifiedShuffleSplit
+        from sklearn.model_selection import StratifiedShuffleSplit
 
         y, groups, placeholder = _split_inputs(y, groups)
         if _all_singletons(groups):
@@ -98,8 +153,7 @@ class StratifiedGroupHoldout:
         # The first of round(1/size) grouped folds; tiny classes cap the fold count (a larger test share).
         smallest_class = int(np.unique(y, return_counts=True)[1].min())
         n_splits = max(2, min(round(1.0 / self.test_size), smallest_class))
-        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=self.seed)
-        train, test = next(splitter.split(placeholder, y, groups))
+        train, test = next(_grouped_splits(y, groups, n_splits, self.seed))
         if n_splits != 1.0 / self.test_size:
             logger.info("grouped split: test fraction %.3f (1/%d) for a requested %.3f", len(test) / len(y),
                         n_splits, self.test_size)
@@ -116,15 +170,13 @@ class StratifiedGroupFolds:
         self.seed = seed
 
     def split(self, X: Sequence, y: Sequence, groups: Sequence | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+        from sklearn.model_selection import StratifiedKFold
 
         y, groups, placeholder = _split_inputs(y, groups)
         if _all_singletons(groups):
             yield from StratifiedKFold(self.n_splits, shuffle=True, random_state=self.seed).split(placeholder, y)
         else:
-            yield from StratifiedGroupKFold(self.n_splits, shuffle=True, random_state=self.seed).split(
-                placeholder, y, groups
-            )
+            yield from _grouped_splits(y, groups, self.n_splits, self.seed)
 
 
 @dataclass(frozen=True)

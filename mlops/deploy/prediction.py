@@ -132,6 +132,37 @@ def predict_file(
     return PredictionSummary(output_file=output_file, rows=rows, label_counts=counts, empty_texts=empty)
 
 
+#: Columns that, when both files have them, must agree row by row for a positional match to be trusted.
+POSITION_CHECK_COLUMNS = ("id", "text", "text_pair")
+
+
+def _check_positions(predictions, truth, predictions_file: Path, ground_truth_file: Path) -> None:
+    """Rows matched by position are checked on every column the two files share among ``id``, ``text`` and
+    ``text_pair``: a file in another order is an error naming the first rows that differ, not a wrong score."""
+    shared = [c for c in POSITION_CHECK_COLUMNS if c in predictions.columns and c in truth.columns]
+    if not shared:
+        logger.warning("rows are matched by position and the files share no id or text column to check that "
+                       "order: make sure %s is in the order of %s, or pass --id-column", predictions_file,
+                       ground_truth_file)
+        return
+    for column in shared:
+        left = predictions[column].astype(str).str.strip().to_numpy()
+        right = truth[column].astype(str).str.strip().to_numpy()
+        differ = np.flatnonzero(left != right)
+        if len(differ):
+            examples = "; ".join(f"row {i + 1}: {_short_text(left[i])!r} vs {_short_text(right[i])!r}"
+                                 for i in differ[:3])
+            raise DataError(
+                f"rows are matched by position, but the {column!r} column differs on {len(differ)} of {len(left)} "
+                f"rows between {predictions_file} and {ground_truth_file} ({examples}); the files are not in the "
+                "same order. Pass --id-column with a column both files have to match rows by it."
+            )
+
+
+def _short_text(value: str, limit: int = 40) -> str:
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
 def evaluate_predictions(
     predictions_file: Path,
     ground_truth_file: Path,
@@ -173,6 +204,7 @@ def evaluate_predictions(
                 f"{predictions_file} has {len(predictions)} rows but {ground_truth_file} has {len(truth)}; rows are "
                 "matched by position, so pass --id-column to match them by an id instead."
             )
+        _check_positions(predictions, truth, predictions_file, ground_truth_file)
         merged = pd.DataFrame({target_column: truth[target_column].to_numpy(),
                                prediction_column: predictions[prediction_column].to_numpy()})
         for column in predictions.columns:

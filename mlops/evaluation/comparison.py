@@ -66,6 +66,8 @@ def _experiment_rows(service: ExperimentService, experiment_id: str) -> list[dic
         folds = sorted((runs_dir / RunType.backtesting.value).glob(f"fold_*/{METRICS_FILE}"))
         if folds and stale_fold_count(experiment, folds):  # not this experiment's splits: no score to show
             stages.append(f"backtesting(stale: {stale_fold_count(experiment, folds)} folds on other splits)")
+        elif folds and service.changed_config(experiment_id, name, RunType.backtesting):
+            stages.append("backtesting(stale: config changed)")
         elif summary.is_file():
             data = read_json(summary)
             stages.append(f"backtesting({data['n_folds']} folds)")
@@ -75,6 +77,8 @@ def _experiment_rows(service: ExperimentService, experiment_id: str) -> list[dic
         estimate = runs_dir / RunType.performance_estimation.value / METRICS_FILE
         if estimate.is_file() and stale_fold_count(experiment, [estimate]):
             stages.append("estimate(stale: other splits)")
+        elif estimate.is_file() and service.changed_config(experiment_id, name, RunType.performance_estimation):
+            stages.append("estimate(stale: config changed)")
         elif estimate.is_file():
             stages.append("estimate")
             holdout = read_json(estimate)["metrics"]["macro_f1"]
@@ -144,6 +148,10 @@ def _ranked_rows(service: ExperimentService, experiment: Experiment, run_type: R
             logger.warning("%s: left out, %d of its %s folds were made on other data or splits than the experiment's "
                            "current ones; rerun `cli %s --experiment-id %s --model-config-name %s --force`", name,
                            stale, run_type.value, _command(run_type), experiment_id, name)
+            continue
+        if changed := service.changed_config(experiment_id, name, run_type):
+            logger.warning("%s: left out, %s; rerun `cli %s --experiment-id %s --model-config-name %s --force`",
+                           name, changed, _command(run_type), experiment_id, name)
             continue
         summary = read_json(summary_path)
         rows.append({

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -17,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from mlops.core.callbacks import TrainingCallback
-from mlops.core.config import NON_TRAINING_FIELDS, ModelConfig, config_json
+from mlops.core.config import config_fingerprint, config_json
 from mlops.core.errors import ConfigError, ExperimentError, MlopsError
-from mlops.core.io import ensure_directory, read_json, remove_stale_scratch, staged_directory, write_json
+from mlops.core.io import (check_writable_directory, ensure_directory, read_json, remove_stale_scratch,
+                           staged_directory, write_json)
 from mlops.core.metrics import compute_metrics, summarise_folds
 from mlops.core.model_folder import MODEL_FILE, is_model_folder, save_model_folder, write_manifest
 from mlops.core.model_interface import FitContext
@@ -52,16 +52,6 @@ def _short(value: Any) -> str:
     """An identity value for a message, compact (JSON for dicts and lists), cut at 120 characters."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":")) if isinstance(value, (dict, list)) else repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
-
-
-def config_fingerprint(config: ModelConfig, run_type: RunType | None = None) -> str:
-    """What a config trains, hashed; per-fold values count only for backtesting (``run_type`` None: all)."""
-    unused = NON_TRAINING_FIELDS  # search_space, resources, tuning: no effect on a fold
-    if run_type not in (None, RunType.backtesting):
-        unused = unused | {"fold_training_arguments"}
-    dumped = config_json(config, unused)
-    canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -306,6 +296,8 @@ class ExperimentRunner:
 
     @staticmethod
     def _check_model_output(model_dir: Path, force: bool) -> None:
+        """Refuse before training what would fail (or destroy something) only when the model is saved."""
+        check_writable_directory(model_dir.parent, "--model-output-dir")
         if model_dir.exists() and any(model_dir.iterdir()):
             if not is_model_folder(model_dir):
                 raise ExperimentError(

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from mlops.core.choices import RunType
-from mlops.core.errors import ExperimentError
+from mlops.core.config import config_fingerprint, load_model_config_file
+from mlops.core.errors import ExperimentError, MlopsError
 from mlops.core.io import (check_plain_name, check_writable_directory, file_lock, file_sha256, read_json,
                            staged_directory, write_json)
 from mlops.core.model_folder import is_model_folder
@@ -84,6 +85,24 @@ class ExperimentService:
 
     def run_dir(self, experiment_id: str, model_config_name: str, run_type: RunType) -> Path:
         return self.experiment_dir(experiment_id) / "runs" / model_config_name / run_type.value
+
+    def changed_config(self, experiment_id: str, model_config_name: str, run_type: RunType) -> str | None:
+        """Why a run no longer matches its config (the file it was trained from now trains something else, as
+        after a second ``tune`` rewrote it), or None. A run whose config file is gone is taken as it is."""
+        record_path = self.run_dir(experiment_id, model_config_name, run_type) / RUN_FILE
+        if not record_path.is_file():
+            return None
+        record = read_json(record_path)
+        source, recorded = record.get("config_source"), record.get("config_sha256")
+        if not source or not recorded or not Path(source).is_file():
+            return None
+        try:
+            current = config_fingerprint(load_model_config_file(Path(source)))
+        except MlopsError as exc:
+            return f"its config file {source} no longer loads ({exc})"
+        if current != recorded:
+            return f"its config file {source} has changed since this run"
+        return None
 
     def final_model_dir(self, experiment_id: str, model_config_name: str) -> Path | None:
         """Where the final model of a config is: its run folder, or the --model-output-dir recorded there."""

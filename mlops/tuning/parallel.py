@@ -17,7 +17,7 @@ from typing import Any
 from mlops.core.config import ModelConfig
 from mlops.core.search_space import suggest
 from mlops.executors.tasks import error_record, resolved_config, thread_pin, worker_data
-from mlops.tuning.study import make_pruner, make_storage
+from mlops.tuning.study import claim, make_pruner, make_storage
 from mlops.tuning.trial import evaluate_trial
 
 logger = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ def run_trial_task(spec, values: dict[str, Any], box: dict[str, Any], link: dict
         study = optuna.load_study(study_name=link["study_name"], storage=make_storage(link["storage"]),
                                   pruner=make_pruner(link["pruner"]))
         trial = optuna.trial.Trial(study, link["trial_id"])
+        claim(trial)
         return evaluate_trial(spec, values, worker_data(box), trial)
     except optuna.TrialPruned as exc:
         return {"pruned": True, "message": str(exc)}

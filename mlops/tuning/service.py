@@ -26,9 +26,9 @@ from mlops.core.config import ModelConfig, TuningRecord, config_json
 from mlops.core.errors import ConfigError
 from mlops.core.io import check_plain_name, read_json, write_json
 from mlops.core.plugins import NamedConfig, resolve
-from mlops.core.search_space import decode, suggest
+from mlops.core.search_space import decode, example_search_space, suggest
 from mlops.experiments.service import Experiment, ExperimentService
-from mlops.tuning.study import (FINISHED_STATES, finished_trials, open_study, search_identity, shown_url,
+from mlops.tuning.study import (FINISHED_STATES, claim, finished_trials, open_study, search_identity, shown_url,
                                 sqlite_url, trial_rows)
 from mlops.tuning.trial import TrialSpec, evaluate_trial, trial_splits
 
@@ -81,9 +81,8 @@ class TuningService:
     def tune(self, experiment_id: str, named: NamedConfig, options: TuneOptions) -> TuneResult:
         experiment = self.service.load_experiment(experiment_id)
         if not named.config.search_space:
-            raise ConfigError(
-                f"{named.source} has no search_space to tune; add one, e.g. \"search_space\": {{\"learning_rate\": "
-                "{\"type\": \"loguniform\", \"low\": 1e-5, \"high\": 1e-4}}.")
+            raise ConfigError(f"{named.source} has no search_space to tune; add one over the model's training "
+                              f"arguments, e.g. {example_search_space(named.arguments)}.")
         if options.n_trials < 1:
             raise ConfigError(f"--n-trials must be at least 1, found {options.n_trials}.")
         study_name = check_plain_name(options.study_name or named.name, "--study-name")
@@ -144,6 +143,7 @@ class TuningService:
         import optuna
 
         def objective(trial) -> float:
+            claim(trial)
             values = suggest(trial, space)
             logger.info("trial %d: %s", trial.number, values)
             result = evaluate_trial(spec, values, data, trial)

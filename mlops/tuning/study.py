@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 PRUNERS = ("median", "halving", "none")
 IDENTITY_ATTR = "mlops_identity"
+#: The trial attribute naming the process that runs it (host and pid).
+OWNER_ATTR = "mlops_owner"
 #: Trial states that count toward --n-trials: a failed or interrupted trial is run again.
 FINISHED_STATES = ("COMPLETE", "PRUNED")
 
@@ -95,8 +99,43 @@ def open_study(study_name: str, url: str, *, seed: int, pruner: str, identity: d
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise ExperimentError(f"study {study_name!r} in {shown_url(url)} minimises; tune maximises macro-F1. "
                               "Pass another --study-name.")
+    fail_abandoned_trials(study)
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     return study
+
+
+def claim(trial) -> None:
+    """Record which process runs ``trial``, so a later run can tell a trial whose process died (kill -9, a lost
+    machine) from one that is still running."""
+    trial.set_user_attr(OWNER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def fail_abandoned_trials(study) -> list[int]:
+    """Mark FAIL the RUNNING trials whose process on this machine is gone; return their numbers. Trials run
+    elsewhere (another host of a cluster) or by a live process are left as they are."""
+    import optuna
+
+    abandoned = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner = trial.user_attrs.get(OWNER_ATTR) or {}
+        here = owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int)
+        if here and not _alive(owner["pid"]):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            abandoned.append(trial.number)
+    if abandoned:
+        logger.warning("study %s: trial(s) %s were left RUNNING by a process that is gone (killed?); marked FAIL, "
+                       "and as many new trials will run", study.study_name, ", ".join(map(str, abandoned)))
+    return abandoned
 
 
 def finished_trials(study) -> int:

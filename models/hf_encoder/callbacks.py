@@ -87,21 +87,33 @@ class EarlyStopping(TrainingCallback):
 
 
 class ProgressBar(TrainingCallback):
-    """A tqdm bar over every batch of the run (hidden when ``enabled`` is False)."""
+    """A tqdm bar over every batch of the run on a terminal; where stderr is a file or a pipe (CI logs, nohup),
+    a log line each tenth of the run instead of a bar redrawn every second. Hidden when ``enabled`` is False."""
 
     def __init__(self, enabled: bool = True, description: str = "fine-tuning") -> None:
         self.enabled = enabled
         self.description = description
         self._bar = None
+        self._done = self._total = self._next_line = 0
 
     def on_fit_start(self, state: LoopState) -> None:
+        import sys
+
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=state.batches_per_epoch * state.epochs, desc=self.description, unit="batch",
-                         disable=not self.enabled, leave=False, mininterval=1.0)
+        self._total, self._done = state.batches_per_epoch * state.epochs, 0
+        self._next_line = max(1, self._total // 10)
+        if self.enabled and sys.stderr.isatty():
+            self._bar = tqdm(total=self._total, desc=self.description, unit="batch", leave=False, mininterval=1.0)
 
     def on_batch_end(self, state: LoopState, batch: TrainingBatch) -> None:
-        self._bar.update(1)
+        self._done += 1
+        if self._bar is not None:
+            self._bar.update(1)
+        elif self.enabled and self._done >= self._next_line:
+            logger.info("%s: %d of at most %d batches (epoch %d)", self.description, self._done, self._total,
+                        state.epoch)
+            self._next_line += max(1, self._total // 10)
 
     def on_fit_end(self, state: LoopState) -> None:
         if self._bar is not None:

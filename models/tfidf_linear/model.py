@@ -25,6 +25,26 @@ from mlops.core.text_dataset import TextDataset
 
 logger = logging.getLogger(__name__)
 
+#: Threads of BLAS and OpenMP while a model trains: one, so that the same seed gives the same bits on any
+#: machine, under any executor (a Ray task, the local process) and any OMP_NUM_THREADS.
+BLAS_THREADS = 1
+
+
+def _one_blas_thread():
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=BLAS_THREADS)
+
+
+def _vocabulary_error(exc: ValueError, arguments, rows: int) -> ModelError | None:
+    """scikit-learn's vocabulary errors, said with the setting behind them and the fix (None: another error)."""
+    text = str(exc)
+    if "no terms remain" not in text and "max_df corresponds to < documents than min_df" not in text:
+        return None
+    return ModelError(f"training_arguments.min_df {arguments.min_df} leaves no term in the vocabulary of {rows} "
+                      f"training rows (scikit-learn: {text}). Lower min_df (1 keeps every term seen once), or "
+                      "train on more rows.")
+
 PAIR_SEPARATOR = " [SEP] "
 WEIGHTS_FILE = "tfidf_arrays.safetensors"
 META_FILE = "tfidf_model.json"
@@ -165,10 +185,12 @@ class TfidfLinearClassifier(ModelInterface):
         texts = _joined_texts(train)
         y = np.asarray(train.labels, dtype=object)
         search = self.config.hyperparameter_search
-        if search is not None:
-            pipeline = self._search(pipeline, texts, y, context.seed)
-        else:
-            pipeline.fit(texts, y)
+        with _one_blas_thread():  # the solver's sums do not depend on the machine's or the task's cores
+            try:
+                pipeline = (self._search(pipeline, texts, y, context.seed) if search is not None
+                            else pipeline.fit(texts, y))
+            except ValueError as exc:
+                raise _vocabulary_error(exc, self.training_arguments, len(texts)) or exc
         self._pipeline = pipeline
         has_val = val is not None and val.labels is not None and len(val) > 0
         if has_val:
@@ -267,8 +289,17 @@ class TfidfLinearClassifier(ModelInterface):
             proba[:, column_of[str(label)]] = raw[:, j]
         return proba
 
+    @classmethod
+    def arithmetic(cls, arguments, device, runtime=None) -> dict:
+        """Training runs with one BLAS/OpenMP thread whatever the cores (folds recorded before that: none)."""
+        if runtime is not None and "blas_threads" not in runtime:
+            return {}
+        return {"blas_threads": BLAS_THREADS}
+
     def runtime_info(self) -> dict:
-        info = {} if self._class_weight is None else {"class_weight": dict(self._class_weight)}
+        info = {"blas_threads": BLAS_THREADS}
+        if self._class_weight is not None:
+            info["class_weight"] = dict(self._class_weight)
         return info if self._calibration is None else {**info, "calibration": dict(self._calibration)}
 
     def save(self, directory: Path) -> None:
@@ -293,8 +324,11 @@ class TfidfLinearClassifier(ModelInterface):
 
         from models.tfidf_linear.persistence import LinearTfidfPredictor
 
-        if not (directory / WEIGHTS_FILE).is_file() or not (directory / META_FILE).is_file():
-            raise ModelError(f"{directory} has no {META_FILE} and {WEIGHTS_FILE}; it is not a saved TF-IDF model.")
+        missing = [name for name in (META_FILE, WEIGHTS_FILE) if not (directory / name).is_file()]
+        if missing:
+            raise ModelError(f"{directory} has no {' and no '.join(missing)}"
+                             f"{'' if len(missing) == 2 else ' (its other file is there: the folder is incomplete)'}; "
+                             "it is not a complete saved TF-IDF model. Copy the whole folder again, or retrain it.")
         meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
         model = cls(config)
         try:

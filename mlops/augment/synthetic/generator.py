@@ -13,12 +13,13 @@ import math
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from mlops.augment.synthetic.examples import DEFAULT_LABELS, builtin_examples, read_labelled_csv, seed_file_examples
-from mlops.augment.synthetic.request import GenerationProgress, GenerationReport, GenerationRequest
+from mlops.augment.synthetic.request import ISO_639_1, GenerationProgress, GenerationReport, GenerationRequest
 from mlops.augment.synthetic.run import GenerationRun, OutputPaths
 from mlops.core.errors import ConfigError, DataError, ExperimentError
-from mlops.core.io import check_plain_name
+from mlops.core.io import check_plain_name, check_writable_directory
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,10 @@ def validate_request(request: GenerationRequest) -> None:
         raise ConfigError(f"max_attempts_factor must be >= 1, found {request.max_attempts_factor}.")
     if request.filter_disagreeing and request.verify_with is None:
         raise ConfigError("--filter-disagreeing needs --verify-with MODEL_FOLDER (the classifier that judges rows).")
-    if not re.match(r"^[a-z]{2,3}(-[A-Za-z0-9]+)?$", request.lang):
-        raise ConfigError(f"--lang {request.lang!r}: expected an ISO 639-1 code such as en, pl, de.")
+    tag = re.match(r"^([a-z]{2})(?:-([A-Z]{2}|[0-9]{3}))?$", request.lang)
+    if not tag or tag.group(1) not in ISO_639_1:
+        raise ConfigError(f"--lang {request.lang!r}: expected an ISO 639-1 code such as en, pl, de (optionally with "
+                          "a region: pt-BR, es-419).")
     if request.labels is not None:
         labels = [label.strip() for label in request.labels]
         if not labels or any(not label for label in labels) or len(set(labels)) != len(labels):
@@ -115,6 +118,7 @@ def generate(
     paths = OutputPaths.of(request)
     if paths.csv.exists() and not request.force:
         raise ExperimentError(f"{paths.csv} already exists; pass --force to overwrite it, or choose another --name.")
+    check_writable_directory(Path(request.output_dir), "--output-dir")  # before the (slow) model load
     pool, warnings = _few_shot_pool(request, list(counts))
     run = GenerationRun(request, counts, pool)
     run.open()

@@ -77,6 +77,23 @@ class MicroBatcher:
         finally:
             self._in_flight -= len(texts)
 
+    def abort_queued(self, exc: BaseException) -> int:
+        """Fail every request still waiting (not the batch being scored) with ``exc``; how many there were.
+        The stop signal, if queued, stays queued."""
+        aborted, keep = [], []
+        if self._carry is not None:
+            aborted.append(self._carry)
+            self._carry = None
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            (keep if pending is None else aborted).append(pending)
+        for pending in keep:
+            self._queue.put_nowait(pending)
+        for pending in aborted:
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+        return len(aborted)
+
     async def run_in_model_thread(self, function: Callable[[], Any]) -> Any:
         """Run ``function`` on the model's thread (between batches), without blocking the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, function)

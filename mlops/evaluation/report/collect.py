@@ -109,6 +109,11 @@ def collect(service: ExperimentService, experiment_id: str) -> ExperimentView:
         model.backtesting = _run_view(experiment, backtesting, [backtesting / f"fold_{k}" for k in range(n_folds)])
         estimate = service.run_dir(experiment_id, name, RunType.performance_estimation)
         model.holdout = _run_view(experiment, estimate, [estimate])
+        for run_type in (RunType.backtesting, RunType.performance_estimation):
+            if (changed := service.changed_config(experiment_id, name, run_type)) is not None:
+                logger.warning("%s %s: left out of the report, %s (rerun it with --force)", name, run_type.value,
+                               changed)
+                setattr(model, "backtesting" if run_type is RunType.backtesting else "holdout", None)
         model.final_dir = service.final_model_dir(experiment_id, name)
         if model.final_dir is not None:
             model.final_descriptor = read_descriptor(model.final_dir)[0]
