@@ -171,3 +171,22 @@ def test_damaged_model_descriptor_and_remote_code_are_refused(cli, tmp_path, sma
         '"class_name": "HFEncoderClassifier", "training_arguments": {"trust_remote_code": true}}}')
     assert_clean_failure(cli("predict-new", "--model-path", str(folder), "--text", "hi", expect=None),
                           "trust_remote_code", "--allow-external-models")
+
+
+def test_a_config_path_that_does_not_exist_is_named_as_a_missing_file(cli, small_csv, tmp_path):
+    generate_splits(cli, "e", small_csv, columns=REVIEW_COLUMNS)
+    result = cli("run-backtesting", "--experiment-id", "e", "--model-config-name", str(tmp_path / "nope.json"),
+                 expect=None)
+    assert_clean_failure(result, "the config file", "nope.json does not exist", "Check the path")
+    assert "unknown model config" not in result.output
+
+
+def test_tune_without_a_search_space_suggests_one_the_model_accepts(cli, small_csv, tmp_path):
+    import json
+
+    generate_splits(cli, "e", small_csv, columns=REVIEW_COLUMNS)
+    config = tmp_path / "plain.json"
+    config.write_text(json.dumps({"module_path": "models.tfidf_linear.model", "class_name": "TfidfLinearClassifier"}))
+    result = cli("tune", "--experiment-id", "e", "--model-config-name", str(config), expect=None)
+    assert_clean_failure(result, "has no search_space", '"C": {"type": "loguniform"')
+    assert "learning_rate" not in result.output

@@ -54,6 +54,9 @@ def test_backtesting_logs_a_parent_run_and_one_nested_run_per_fold(cli, small_cs
         assert run.data.metrics["macro_f1"] == pytest.approx(stored["macro_f1"])
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"confusion_matrix.png", "metrics.json"} <= names
+    summary = json.loads((artifacts / "experiments/trk/runs/tfidf_logreg/backtesting/summary.json").read_text())
+    assert parent.data.metrics["macro_f1_mean"] == pytest.approx(summary["macro_f1"]["mean"])  # the headline
+    assert parent.data.metrics["accuracy_std"] == pytest.approx(summary["accuracy"]["std"])
     # the artifacts live beside the database, under the artifacts root
     assert (artifacts / "mlflow-artifacts").is_dir()
 

@@ -227,7 +227,8 @@ class ExperimentRunner:
                 for key, value in record["timings"].items():
                     stage_totals[key] = stage_totals.get(key, 0.0) + value
                 fold_metrics.append(record["metrics"])
-        summary = summarise_folds(fold_metrics)
+            summary = summarise_folds(fold_metrics)
+            self.tracking.log_summary(summary)
         timings = {"load_s": load_s, **stage_totals, "total_s": time.perf_counter() - started}
         if self.writes:
             write_json(run_dir / RUN_FILE, self._run_record(experiment, named, run_type, resumed, timings))

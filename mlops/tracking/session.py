@@ -79,6 +79,13 @@ class Tracking:
             raise
         self._end(self._parents, "FINISHED")
 
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        """The command's headline figures on its parent run: each metric's mean and std over the folds."""
+        values = {f"{name}_{stat}": float(entry[stat]) for name, entry in summary.items()
+                  if isinstance(entry, dict) for stat in ("mean", "std") if entry.get(stat) is not None}
+        if values and self._parents:
+            self._each(lambda backend: backend.log_metrics(self._parents[backend.name], values), self._parents)
+
     @contextmanager
     def fold(self, name: str, params: dict[str, Any], run_dir: Path) -> Iterator[FoldRun]:
         """A nested run; the yielded object gives the loop's callback and logs the fold's results."""
