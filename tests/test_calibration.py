@@ -262,7 +262,7 @@ def test_tfidf_defaults_are_unchanged(tmp_path, reviews):
     label_set = sorted(set(labels))
     plain = TfidfLinearClassifier(tfidf_config()).fit(train, labels=label_set)
     assert isinstance(plain._pipeline.named_steps["classifier"], LogisticRegression)
-    assert plain.runtime_info() == {} and plain.predict_proba_uncalibrated(test) is None
+    assert plain.runtime_info() == {"blas_threads": 1} and plain.predict_proba_uncalibrated(test) is None
     # the SVM is calibrated as before (sigmoid, 3 folds), whether or not that is spelled out
     svm = TfidfLinearClassifier(tfidf_config(classifier="linear_svm")).fit(train, labels=label_set)
     spelled = TfidfLinearClassifier(tfidf_config(classifier="linear_svm", calibration="sigmoid")).fit(

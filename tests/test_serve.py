@@ -313,11 +313,11 @@ def test_sigterm_drains_in_flight_requests(tfidf_model):
 
 @pytest.mark.slow
 def test_sigterm_under_load_gives_no_500_and_a_cut_stream_is_detectable(tfidf_model, tmp_path, mr_rows):
-    """3 uploads of 40k rows and 57 /predict calls, then SIGTERM with a 4 s grace: each request is answered 200
+    """3 uploads of 40k rows and 57 /predict calls, then SIGTERM with a 5 s grace: each request is answered 200
     or 503 with Retry-After, a stream cut short carries fewer rows than its X-Row-Count, nothing crashes."""
     rows = pd.concat([mr_rows] * 14).head(40_000)
     upload = rows[["text"]].to_csv(index=False).encode()
-    server = Server(tfidf_model, "--grace-seconds", "4", "--max-upload-mb", "50")
+    server = Server(tfidf_model, "--grace-seconds", "5", "--max-upload-mb", "50")
 
     async def load_then_sigterm():
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
@@ -345,7 +345,7 @@ def test_sigterm_under_load_gives_no_500_and_a_cut_stream_is_detectable(tfidf_mo
                 assert answer.headers["Retry-After"] and "shutting down" in answer.json()["error"]
         assert late is None or (late.status_code == 503 and late.headers["Retry-After"])
         for answer in uploads:
-            assert not isinstance(answer, Exception), answer
+            assert not isinstance(answer, Exception), (answer, server.output()[-4000:])
             if answer.status_code == 503:
                 continue  # refused whole, with Retry-After
             assert answer.status_code == 200

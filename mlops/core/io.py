@@ -100,7 +100,8 @@ def work_dir_name(parent: Path) -> Path:
     return Path(parent) / f".work-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (ours counts; another user's too)."""
     if pid == os.getpid():
         return True
     try:
@@ -129,7 +130,7 @@ def remove_stale_scratch(directory: Path, *, target: str | None = None) -> list[
             continue
         pid = match.group("pid")
         try:
-            stale = not _pid_alive(int(pid)) if pid else now - entry.lstat().st_mtime > STALE_SCRATCH_AGE_S
+            stale = not pid_alive(int(pid)) if pid else now - entry.lstat().st_mtime > STALE_SCRATCH_AGE_S
             if not stale:
                 continue
             if entry.is_dir() and not entry.is_symlink():

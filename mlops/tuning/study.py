@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.core.errors import ConfigError, ExperimentError
+from mlops.core.io import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -110,16 +111,6 @@ def claim(trial) -> None:
     trial.set_user_attr(OWNER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 def fail_abandoned_trials(study) -> list[int]:
     """Mark FAIL the RUNNING trials whose process on this machine is gone; return their numbers. Trials run
     elsewhere (another host of a cluster) or by a live process are left as they are."""
@@ -129,7 +120,7 @@ def fail_abandoned_trials(study) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner = trial.user_attrs.get(OWNER_ATTR) or {}
         here = owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int)
-        if here and not _alive(owner["pid"]):
+        if here and not pid_alive(owner["pid"]):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             abandoned.append(trial.number)
     if abandoned:

@@ -330,12 +330,12 @@ async def _stream_csv(loaded: LoadedModel, file: UploadFile, text_column: str, t
     async def rows():
         chunk, header = first, True
         while chunk is not None:
-            if drain.expired:  # the grace period is ending: stop between chunks, short of X-Row-Count
+            labelled = await drain.unless_expired(scorer.run_in_model_thread(
+                lambda c=chunk: label_chunk(loaded, c, text_column, text_pair_column, settings.max_chars)))
+            if labelled is None:  # the grace period is ending: the stream stops short of X-Row-Count
                 logger.warning("a CSV stream was cut at shutdown, before all of its %d rows were sent", total)
                 return
-            labelled, _ = await scorer.run_in_model_thread(
-                lambda c=chunk: label_chunk(loaded, c, text_column, text_pair_column, settings.max_chars))
-            yield labelled.to_csv(header=header, index=False)
+            yield labelled[0].to_csv(header=header, index=False)
             header = False
             chunk = await run_in_threadpool(next, reader, None)
 
