@@ -84,12 +84,9 @@ def run_backtesting(
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
 ) -> None:
     """Train a fresh model per fold (early-stopping on the fold's val), score its test; resumes by default."""
-    from mlops.executors import ExecutorOptions
-
     application = build_application(artifacts_dir, device, allow_external_models, track)
-    options = ExecutorOptions(executor.value, ray_address, ray_shared_data)
-    for result in application.run_backtesting(experiment_id, model_config_name, force=force, executor=options):
-        print_run(result)
+    _print_runs(application.run_backtesting, experiment_id, model_config_name, force,
+                _executor(executor, ray_address, ray_shared_data))
 
 
 @commands.command("estimate-performance")
@@ -106,11 +103,20 @@ def estimate_performance(
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
 ) -> None:
     """Train on the train-val set and score once on the untouched global hold-out."""
+    application = build_application(artifacts_dir, device, allow_external_models, track)
+    _print_runs(application.estimate_performance, experiment_id, model_config_name, force,
+                _executor(executor, ray_address, ray_shared_data))
+
+
+def _executor(kind: ExecutorOption, ray_address: str | None, shared_data: bool):
     from mlops.executors import ExecutorOptions
 
-    application = build_application(artifacts_dir, device, allow_external_models, track)
-    options = ExecutorOptions(executor.value, ray_address, ray_shared_data)
-    for result in application.estimate_performance(experiment_id, model_config_name, force=force, executor=options):
+    return ExecutorOptions(kind.value, ray_address, shared_data)
+
+
+def _print_runs(run, experiment_id: str, names: list[str], force: bool, executor) -> None:
+    """Run ``run`` (the facade's backtesting or estimate method) on each named config and print each result."""
+    for result in run(experiment_id, names, force=force, executor=executor):
         print_run(result)
 
 
