@@ -22,6 +22,7 @@ from mlops.experiments.service import METRICS_FILE, Columns, Experiment, Experim
 from mlops.tracking.session import make_tracking
 
 if TYPE_CHECKING:  # the services below are imported by the methods that use them, so a command loads only its own
+    from mlops.audit.service import AuditResult, AuditSettings
     from mlops.augment.pseudo_label import PseudoLabelSettings
     from mlops.augment.pseudo_label_files import PseudoLabelSummary
     from mlops.deploy.export import ExportResult
@@ -210,6 +211,14 @@ class Application:
         named = self.resolve_config(experiment_id, model_config_name)
         tuner = TuningService(self.service, device=self.device, allow_external=self.allow_external_models)
         return tuner.tune(experiment_id, named, options)
+
+    @_writes("audit")
+    def audit(self, experiment_id: str, settings: AuditSettings) -> AuditResult:
+        """``cli audit``: label issues, near-duplicates and odd rows from the experiment's out-of-sample runs."""
+        from mlops.audit.service import AuditService
+
+        configs = [self.resolve_config(experiment_id, name) for name in settings.model_config_names]
+        return AuditService(self.service, device=self.device).run(experiment_id, configs, settings)
 
     def list_experiments(self) -> list[dict[str, Any]]:
         from mlops.evaluation.comparison import experiment_rows

@@ -1,4 +1,5 @@
-"""More data: data-generate (an LLM writes labelled rows) and pseudo-label (clusters label rows)."""
+"""The data side: audit (which rows to look at), data-generate (an LLM writes labelled rows) and pseudo-label
+(clusters label rows)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,98 @@ from typing import Annotated, Optional
 import typer
 
 from mlops.cli.console import build_application, cell, emit, err, out
-from mlops.cli.options import (AllowExternal, ArtifactsDir, DEFAULT_ARTIFACTS, Device, Encoding, OutputFormat,
-                               TargetColumn, TextColumn)
+from mlops.cli.options import (AllowExternal, ArtifactsDir, DEFAULT_ARTIFACTS, Device, Encoding, ExperimentId, Force,
+                               ModelConfigNames, OutputFormat, TargetColumn, TextColumn)
+from mlops.core.choices import NearDuplicates
 
 commands = typer.Typer()
+
+
+class RankByOption(str, Enum):
+    self_confidence = "self_confidence"
+    normalized_margin = "normalized_margin"
+
+
+@commands.command("audit")
+def audit(
+    experiment_id: ExperimentId,
+    model_config_name: ModelConfigNames,
+    near_duplicates: Annotated[list[NearDuplicates], typer.Option(
+        "--near-duplicates", help="minhash (character shingles), embedding (MiniLM cosine, finds paraphrases; "
+                                  "slower) or off; repeatable.")] = [NearDuplicates.minhash],  # noqa: B006
+    jaccard_threshold: Annotated[float, typer.Option("--jaccard-threshold", min=0.05, max=1.0,
+                                                     help="minhash: estimated Jaccard from which texts pair.")] = 0.8,
+    cosine_threshold: Annotated[float, typer.Option("--cosine-threshold", min=-1.0, max=1.0,
+                                                    help="embedding: cosine similarity from which texts pair.")] = 0.95,
+    rank_by: Annotated[RankByOption, typer.Option(
+        "--rank-by", help="Order of the flagged rows: p(given label), or its margin over the best other label.")
+    ] = RankByOption.self_confidence,
+    outliers: Annotated[bool, typer.Option("--outliers/--no-outliers",
+                                           help="Flag texts far from every training neighbour.")] = True,
+    retrain_without_flagged: Annotated[bool, typer.Option(
+        "--retrain-without-flagged", help="Backtest each config again without the flagged train-val rows (test rows "
+                                          "and hold-out untouched) and test the fold-paired difference.")] = False,
+    top_k: Annotated[Optional[int], typer.Option(
+        "--top-k", min=1, help="With --retrain-without-flagged: remove only the k highest-ranked rows.")] = None,
+    force: Force = False,
+    device: Device = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="table for people; json for scripts.")] = OutputFormat.table,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
+) -> None:
+    """Rows to look at: likely label errors (confident learning on out-of-fold probabilities), near-duplicates
+    across splits and odd rows; several --model-config-name combine their probabilities."""
+    import sys
+
+    from mlops.audit.service import AuditSettings, command_line
+
+    methods = tuple(dict.fromkeys(m.value for m in near_duplicates if m is not NearDuplicates.off))
+    settings = AuditSettings(
+        model_config_names=list(dict.fromkeys(model_config_name)), near_duplicates=methods,
+        jaccard_threshold=jaccard_threshold, cosine_threshold=cosine_threshold, rank_by=rank_by.value,
+        outliers=outliers, retrain_without_flagged=retrain_without_flagged, top_k=top_k, force=force,
+        command=command_line(["audit", *sys.argv[2:]] if len(sys.argv) > 1 and sys.argv[1] == "audit" else ["audit"]),
+    )
+    result = build_application(artifacts_dir, device).audit(experiment_id, settings)
+    summary = result.summary
+    if fmt is OutputFormat.json:
+        import json
+
+        out.print_json(json.dumps(summary, default=str))
+        return
+    issues = summary["label_issues"]
+    out.print(f"Label audit ({summary['probabilities']}, out-of-fold): {issues['flagged']} of "
+              f"{issues['rows_audited']} train-val rows flagged as likely label errors.")
+    emit([{**row, "estimated_noise": cell(row["estimated_noise"])} for row in issues["by_class"]], OutputFormat.table,
+         "estimated wrong labels per given label", ["label", "rows", "estimated_wrong", "estimated_noise", "flagged"])
+    top = result.label_issues.head(10)
+    if len(top):
+        emit(top.to_dict("records"), OutputFormat.table, "top flagged rows",
+             ["rank", "row_id", "given_label", "suggested_label", "score", "fold", "text"])
+    if summary["holdout_label_issues"]:
+        h = summary["holdout_label_issues"]
+        out.print(f"Hold-out ({', '.join(h['models'])}'s estimate): {h['flagged']} of {h['rows_audited']} rows "
+                  f"flagged. Note: {h['fix']}.")
+    nd = summary["near_duplicates"]
+    if nd["methods"]:
+        out.print(f"Near-duplicates ({', '.join(nd['methods'])}): {nd['pairs']} pairs; {nd['straddling_holdout']} "
+                  f"straddle the hold-out and train-val, {nd['straddling_folds']} straddle folds, "
+                  f"{nd['labels_disagree']} have different labels.")
+        if nd["straddling_holdout"] and nd["grouped_by_splits"] == "off":
+            out.print("  To keep them on one side: `cli generate-splits ... --near-duplicates minhash --force`.")
+    odd = summary["odd_rows"]
+    out.print(f"Odd rows: {odd['rows']} ({', '.join(f'{k}: {v}' for k, v in odd['by_reason'].items()) or 'none'}).")
+    for entry in odd["small_classes"]:
+        out.print(f"  [yellow]class {entry['label']!r}[/] has {min(entry['fold_test_rows'])} rows in a fold's test "
+                  f"set (under {odd['min_class_test_rows']}): its per-fold scores are noise.")
+    for name, retrain in (summary.get("retrain") or {}).items():
+        for key, what in (("all_test_rows", "all test rows"), ("unflagged_test_rows", "unflagged test rows")):
+            r = retrain[key]
+            out.print(f"Retrained {name} without {retrain['rows_removed']} flagged rows, {what}: macro-F1 "
+                      f"{r['diff_mean']:+.4f} (95% CI {r['ci_low']:+.4f} to {r['ci_high']:+.4f}, corrected t-test "
+                      f"p = {r['p_value']:.3f}).")
+    for note in result.notes:
+        out.print(f"[yellow]note:[/] {note}")
+    out.print(f"Wrote {result.directory} (label_issues.csv, near_duplicates.csv, odd_rows.csv, audit.json).")
 
 
 @commands.command("data-generate")

@@ -11,7 +11,7 @@ from mlops.cli.console import build_application, emit, interval, out, print_run
 from mlops.cli.options import (AllowExternal, ArtifactsDir, DEFAULT_ARTIFACTS, Device, Encoding, Executor,
                                ExecutorOption, ExperimentId, Force, ModelConfigName, ModelConfigNames, OutputFormat,
                                RayAddress, RaySharedData, TargetColumn, TextColumn, TextPairColumn, Track)
-from mlops.core.choices import BacktestingStrategy
+from mlops.core.choices import BacktestingStrategy, NearDuplicates
 
 commands = typer.Typer()
 
@@ -32,6 +32,13 @@ def generate_splits(
     perf_estimation_val_size: Annotated[float, typer.Option("--perf-estimation-val-size")] = 0.1,
     final_model_val_size: Annotated[float, typer.Option("--final-model-val-size")] = 0.05,
     seed: Annotated[int, typer.Option("--seed")] = 42,
+    near_duplicates: Annotated[NearDuplicates, typer.Option(
+        "--near-duplicates", help="Also keep near-duplicate texts on one side of every split: minhash (character "
+                                  "shingles, Jaccard), embedding (MiniLM cosine, for paraphrases) or off.")
+    ] = NearDuplicates.off,
+    near_duplicate_threshold: Annotated[Optional[float], typer.Option(
+        "--near-duplicate-threshold", help="Jaccard (minhash, default 0.8) or cosine (embedding, default 0.95) "
+                                           "from which two texts count as near-duplicates.")] = None,
     encoding: Encoding = "utf-8",
     strict: Annotated[bool, typer.Option("--strict", help="Fail on empty texts or labels instead of dropping them.")] = False,
     normalize_labels: Annotated[bool, typer.Option(
@@ -51,6 +58,7 @@ def generate_splits(
         test_size=test_size, backtesting_strategy=backtesting_strategy, cv_folds=cv_folds,
         backtesting_val_size=backtesting_val_size, backtesting_test_size=backtesting_test_size,
         perf_estimation_val_size=perf_estimation_val_size, final_model_val_size=final_model_val_size, seed=seed,
+        near_duplicates=near_duplicates.value, near_duplicate_threshold=near_duplicate_threshold,
     )
     columns = Columns(text=text_column, target=target_column, text_pair=text_pair_column, group=group_column)
     experiment = build_application(artifacts_dir).generate_splits(
@@ -61,6 +69,8 @@ def generate_splits(
     sizes = info["split_sizes"]
     out.print(f"Experiment [bold]{experiment_id}[/]: {info['rows_used']} rows, labels {info['labels']}, "
               f"input sha256 {info['input_sha256'][:12]}")
+    if "near_duplicate_pairs" in info:
+        out.print(f"Near-duplicates ({near_duplicates.value}): {info['near_duplicate_pairs']} pairs joined into groups.")
     if info["rows_dropped_empty"]:
         out.print(f"Dropped {info['rows_dropped_empty']} rows with an empty text or label (--strict fails instead).")
     out.print(f"Hold-out: {sizes['holdout_test']} rows; train-val: {sizes['train_val']} rows")

@@ -29,3 +29,11 @@ class ExportPrecision(str, Enum):
     auto = "auto"
     int8 = "int8"
     fp32 = "fp32"
+
+
+class NearDuplicates(str, Enum):
+    """How generate-splits finds near-duplicate texts to keep together (exact duplicates always are)."""
+
+    off = "off"
+    minhash = "minhash"
+    embedding = "embedding"

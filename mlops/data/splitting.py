@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mlops.core.choices import BacktestingStrategy
+from mlops.core.choices import BacktestingStrategy, NearDuplicates
 from mlops.core.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -32,9 +32,11 @@ def normalise_text(text: str) -> str:
 
 
 def leakage_groups(
-    texts: Sequence[str], text_pairs: Sequence[str] | None = None, groups: Sequence[object] | None = None
+    texts: Sequence[str], text_pairs: Sequence[str] | None = None, groups: Sequence[object] | None = None,
+    linked_pairs: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Integer group per row: connected components of 'same normalised text' and 'same group value'."""
+    """Integer group per row: connected components of 'same normalised text', 'same group value' and, when
+    given, ``linked_pairs`` (two arrays of row positions, e.g. near-duplicates)."""
     import pandas as pd
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -43,15 +45,23 @@ def leakage_groups(
     if text_pairs is not None:
         keys = [f"{a}\x1f{normalise_text(b)}" for a, b in zip(keys, text_pairs, strict=True)]
     text_codes, _ = pd.factorize(pd.Series(keys, dtype=object))
-    if groups is None:
+    if groups is None and linked_pairs is None:
         return text_codes.astype(np.int64)
-    group_codes, _ = pd.factorize(pd.Series(list(groups), dtype=object))
+    group_codes = (pd.factorize(pd.Series(list(groups), dtype=object))[0] if groups is not None
+                   else np.empty(0, dtype=np.int64))
     n = len(keys)
-    n_text = int(text_codes.max()) + 1
-    # Bipartite graph rows <-> (text keys, group keys); components are the leakage groups.
-    rows = np.concatenate([np.arange(n), np.arange(n)])
-    cols = np.concatenate([n + text_codes, n + n_text + group_codes])
-    size = n + n_text + int(group_codes.max()) + 1
+    n_text = int(text_codes.max()) + 1 if n else 0
+    # Bipartite graph rows <-> (text keys, group keys), plus row-row links; components are the leakage groups.
+    rows = [np.arange(n)]
+    cols = [n + text_codes]
+    if groups is not None:
+        rows.append(np.arange(n))
+        cols.append(n + n_text + group_codes)
+    if linked_pairs is not None:
+        rows.append(np.asarray(linked_pairs[0], dtype=np.int64))
+        cols.append(np.asarray(linked_pairs[1], dtype=np.int64))
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    size = n + n_text + (int(group_codes.max()) + 1 if len(group_codes) else 0)
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(size, size))
     _, component = connected_components(graph, directed=False)
     return pd.factorize(component[:n])[0].astype(np.int64)
@@ -189,6 +199,10 @@ class SplitParameters:
     perf_estimation_val_size: float = 0.1
     final_model_val_size: float = 0.05
     seed: int = 42
+    #: off, minhash or embedding: near-duplicate texts joined into one leakage group (generate-splits
+    #: --near-duplicates); recorded only when on, so experiments made without it keep their identity.
+    near_duplicates: str = "off"
+    near_duplicate_threshold: float | None = None
 
     def validate(self) -> None:
         for name in ("test_size", "backtesting_val_size", "backtesting_test_size", "perf_estimation_val_size",
@@ -199,11 +213,19 @@ class SplitParameters:
                 raise DataError(f"{option} must be between 0 and 1 (exclusive), found {value}.")
         if self.backtesting_strategy is BacktestingStrategy.cv and self.cv_folds < 2:
             raise DataError(f"--cv-folds must be at least 2, found {self.cv_folds}.")
+        if self.near_duplicates not in NEAR_DUPLICATE_METHODS:
+            raise DataError(f"--near-duplicates must be one of {', '.join(NEAR_DUPLICATE_METHODS)}, found "
+                            f"{self.near_duplicates!r}.")
 
     def to_dict(self) -> dict:
         data = dict(self.__dict__)
         data["backtesting_strategy"] = self.backtesting_strategy.value
+        if self.near_duplicates == "off":
+            del data["near_duplicates"], data["near_duplicate_threshold"]
         return data
+
+
+NEAR_DUPLICATE_METHODS = tuple(method.value for method in NearDuplicates)
 
 
 @dataclass

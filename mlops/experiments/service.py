@@ -126,6 +126,10 @@ class ExperimentService:
         """``tuned/``: the best configs ``cli tune`` wrote, ``<config>_tuned.json``, which configs can be named by."""
         return self.experiment_dir(experiment_id) / "tuned"
 
+    def audit_dir(self, experiment_id: str) -> Path:
+        """``audit/``: what ``cli audit`` found (label issues, near-duplicates, odd rows, audit.json)."""
+        return self.experiment_dir(experiment_id) / "audit"
+
     def tuning_dir(self, experiment_id: str) -> Path:
         """``tuning/``: the Optuna studies of ``cli tune`` (``<study>.db``, SQLite) unless --storage says otherwise."""
         return self.experiment_dir(experiment_id) / "tuning"
@@ -184,15 +188,19 @@ class ExperimentService:
             normalize_labels=normalize_labels, max_text_chars=max_text_chars,
         )
         frame = data.frame
+        texts = frame["text"].tolist()
+        pairs = near_duplicate_pairs(comparable_texts(frame), params.near_duplicates,
+                                     params.near_duplicate_threshold)
         groups = leakage_groups(
-            frame["text"].tolist(),
+            texts,
             frame["text_pair"].tolist() if columns.text_pair else None,
             frame["group"].tolist() if columns.group else None,
+            linked_pairs=None if pairs is None else (pairs.first, pairs.second),
         )
         n_duplicate_rows = len(groups) - len(np.unique(groups))
         if n_duplicate_rows:
-            logger.info("%d rows share a normalised text or group with another row; each such group stays on "
-                        "one side of every split", n_duplicate_rows)
+            logger.info("%d rows share a normalised text%s or group with another row; each such group stays on "
+                        "one side of every split", n_duplicate_rows, "" if pairs is None else " (or are near-duplicates)")
         plan = build_split_plan(frame["label"].to_numpy(), groups, params)
         row_ids = data.row_ids
         info = {
@@ -211,6 +219,7 @@ class ExperimentService:
             "rows_used": len(frame),
             "rows_dropped_empty": data.dropped_empty,
             "rows_in_duplicate_or_group_clusters": int(n_duplicate_rows),
+            **({} if pairs is None else {"near_duplicate_pairs": len(pairs)}),
             "split_parameters": params.to_dict(),
             "split_sizes": _split_sizes(plan),
             "environment": environment_manifest(),
@@ -278,6 +287,39 @@ class ExperimentService:
         if run_type is RunType.performance_estimation:
             return [plan.performance_estimation]
         return [plan.final_model]
+
+
+def comparable_texts(frame) -> list[str]:
+    """The text of each row as near-duplicate detection compares it (a pair's two texts joined)."""
+    if "text_pair" not in frame:
+        return frame["text"].tolist()
+    return [f"{a} {b}" for a, b in zip(frame["text"], frame["text_pair"], strict=True)]
+
+
+def near_duplicate_pairs(texts: list[str], method: str, threshold: float | None, *, device: str | None = None,
+                         progress=None):
+    """Near-duplicate row pairs by ``method`` (minhash or embedding; None for off)."""
+    from mlops.data import near_duplicates
+
+    if method == "off":
+        return None
+    if method == "minhash":
+        return near_duplicates.minhash_pairs(texts, threshold=threshold or near_duplicates.DEFAULT_JACCARD,
+                                             progress=progress)
+    return near_duplicates.embedding_pairs(embed_texts(texts, device=device),
+                                           threshold=threshold or near_duplicates.DEFAULT_COSINE)
+
+
+#: The sentence encoder that embeds texts for near-duplicate and outlier search (shipped offline).
+EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def embed_texts(texts: list[str], *, device: str | None = None, model: str = EMBEDDING_MODEL) -> np.ndarray:
+    """Mean-pooled sentence embeddings of ``texts`` (the shipped MiniLM unless ``model`` says otherwise)."""
+    from models.hf_encoder.embedding import pretrained_embedder
+
+    logger.info("embedding %d texts with %s", len(texts), model)
+    return pretrained_embedder(model, device=device, batch_size=128, pooling="mean")(texts)
 
 
 def dataset_at(data: LabelledData, row_ids: np.ndarray, *, with_labels: bool = True) -> TextDataset:
