@@ -239,10 +239,8 @@ class AuditService:
             pair_table.to_csv(scratch / NEAR_DUPLICATES_FILE, index=False)
             odd.to_csv(scratch / ODD_ROWS_FILE, index=False)
             if settings.retrain_without_flagged:
-                flagged_ids = issue_table["row_id"].to_numpy()[: settings.top_k if settings.top_k is not None else None]
-                summary["retrain"] = {named.name: self._retrain(experiment, named, data, flagged_ids,
-                                                                scratch / RETRAIN_DIR / named.name)
-                                      for named in configs}
+                summary["retrain"] = self._retrain(experiment, configs, data, settings, scratch / RETRAIN_DIR,
+                                                   issue_table["row_id"].to_numpy())
             summary["elapsed_s"] = round(time.perf_counter() - started, 2)
             write_json(scratch / AUDIT_FILE, summary)
         return AuditResult(directory, summary, issue_table, holdout_table, pair_table, odd, notes)
@@ -286,61 +284,91 @@ class AuditService:
         return table.sort_values(["reason", "row_id"], kind="stable").reset_index(drop=True)
 
     # --- does fixing it matter? --------------------------------------------------------------------------
-    def _retrain(self, experiment: Experiment, named: NamedConfig, data, flagged_ids: np.ndarray,
-                 directory: Path) -> dict[str, Any]:
-        """Backtest ``named`` again with the flagged rows left out of each fold's train and val rows."""
+    def _inner_flags(self, experiment: Experiment, configs: list[NamedConfig], data, k: int, rows: np.ndarray,
+                     settings: AuditSettings, work_dir: Path) -> np.ndarray:
+        """Row ids flagged among ``rows`` (fold k's train and val rows) by an inner cross-validation over those
+        rows only, so that fold k's test rows decide nothing about what is removed before scoring on them."""
+        from mlops.data.splitting import grouped_fold_ids, leakage_groups
+
         labels = experiment.labels
-        original_dir = self.service.run_dir(experiment.experiment_id, named.name, RunType.backtesting)
-        flagged = set(int(r) for r in flagged_ids)
-        folds_out, diffs, clean_diffs, n_train, n_test = [], [], [], [], []
-        for k, fold in enumerate(experiment.plan.backtesting):
-            train = fold.train[~np.isin(fold.train, flagged_ids)]
-            val = fold.val[~np.isin(fold.val, flagged_ids)]
-            test = dataset_at(data, fold.test)
-            logger.info("retraining %s fold %d/%d without %d flagged rows (train %d -> %d, val %d -> %d)", named.name,
-                        k + 1, len(experiment.plan.backtesting), len(flagged_ids), len(fold.train), len(train),
-                        len(fold.val), len(val))
+        frame = data.frame.loc[rows]
+        y = frame["label"].map({label: j for j, label in enumerate(labels)}).to_numpy(dtype=np.int64)
+        groups = leakage_groups(frame["text"].tolist(), frame["text_pair"].tolist() if "text_pair" in frame else None)
+        n_inner = max(2, len(experiment.plan.backtesting) - 1)
+        inner = grouped_fold_ids(y, groups, n_inner, experiment.seed + k)
+        probas = []
+        for named in configs:
+            proba = np.zeros((len(rows), len(labels)))
+            for j in range(n_inner):
+                test_pos, rest = np.flatnonzero(inner == j), np.flatnonzero(inner != j)
+                val_pick = grouped_fold_ids(y[rest], groups[rest], 10, experiment.seed + k) == 0
+                outcome = fit_and_predict(
+                    named.for_backtesting_fold(k), dataset_at(data, rows[rest[~val_pick]]),
+                    dataset_at(data, rows[rest[val_pick]]), dataset_at(data, rows[test_pos]), labels,
+                    FitContext(seed=experiment.seed, work_dir=work_dir, device=self.device,
+                               show_progress=self.show_progress))
+                proba[test_pos] = outcome.proba
+            probas.append(proba)
+        issues = find_label_issues(y, np.mean(probas, axis=0), rank_by=settings.rank_by)
+        ranked = issues.ranked
+        if settings.top_k is not None:  # the same share of rows as --top-k is of the train-val rows
+            share = settings.top_k / len(experiment.plan.train_val)
+            ranked = ranked[: int(round(share * len(rows)))]
+        return rows[ranked]
+
+    def _retrain(self, experiment: Experiment, configs: list[NamedConfig], data, settings: AuditSettings,
+                 directory: Path, audit_flags: np.ndarray) -> dict[str, Any]:
+        """Backtest each config again, each fold without the rows an inner audit of its own train and val rows
+        flags; fold-paired against the original backtest on the same (all) test rows."""
+        labels = experiment.labels
+        folds = experiment.plan.backtesting
+        per_config: dict[str, dict[str, list]] = {named.name: {"folds": [], "diffs": [], "n_train": [], "n_test": []}
+                                                  for named in configs}
+        for k, fold in enumerate(folds):
             with tempfile.TemporaryDirectory(prefix="audit-retrain-") as work_dir:
-                context = FitContext(seed=experiment.seed, work_dir=Path(work_dir), device=self.device,
-                                     show_progress=self.show_progress)
-                outcome = fit_and_predict(named.for_backtesting_fold(k), dataset_at(data, train),
-                                          dataset_at(data, val), test, labels, context)
-            metrics = compute_metrics(test.labels, outcome.proba, labels)
-            original = read_json(original_dir / f"fold_{k}" / METRICS_FILE)["metrics"]
-            keep = np.array([int(r) not in flagged for r in fold.test])
-            test_labels = np.asarray(test.labels, dtype=object)
-            retrained_clean = compute_metrics(list(test_labels[keep]), outcome.proba[keep], labels)
-            original_proba = _fold_proba(original_dir / f"fold_{k}" / PREDICTIONS_FILE, fold.test, labels)
-            original_clean = compute_metrics(list(test_labels[keep]), original_proba[keep], labels)
-            fold_dir = directory / f"fold_{k}"
-            fold_dir.mkdir(parents=True, exist_ok=True)
-            predictions_frame(fold.test, test, outcome.proba, labels).to_csv(fold_dir / PREDICTIONS_FILE, index=False)
-            record = {"metrics": metrics, "rows": {"train": len(train), "val": len(val), "test": len(fold.test),
-                                                   "removed_train": len(fold.train) - len(train),
-                                                   "removed_val": len(fold.val) - len(val)},
-                      "timings": outcome.timings}
-            write_json(fold_dir / METRICS_FILE, record)
-            diffs.append(metrics["macro_f1"] - original["macro_f1"])
-            clean_diffs.append(retrained_clean["macro_f1"] - original_clean["macro_f1"])
-            n_train.append(len(train))
-            n_test.append(len(fold.test))
-            folds_out.append({"fold": k + 1, "macro_f1": metrics["macro_f1"], "original_macro_f1": original["macro_f1"],
-                              "macro_f1_unflagged_test": retrained_clean["macro_f1"],
-                              "original_macro_f1_unflagged_test": original_clean["macro_f1"],
-                              "removed_train": len(fold.train) - len(train), "removed_val": len(fold.val) - len(val)})
-        result = {"rows_removed": len(flagged_ids), "folds": folds_out}
-        for key, values in (("all_test_rows", diffs), ("unflagged_test_rows", clean_diffs)):
-            test = corrected_resampled_ttest(values, float(np.mean(n_train)), float(np.mean(n_test)))
-            result[key] = {"diff_mean": test.mean, "ci_low": test.ci_low, "ci_high": test.ci_high,
-                           "p_value": test.p_value}
+                logger.info("retrain fold %d/%d: inner audit of its %d train and val rows", k + 1, len(folds),
+                            len(fold.train) + len(fold.val))
+                flagged = self._inner_flags(experiment, configs, data, k, np.concatenate([fold.train, fold.val]),
+                                            settings, Path(work_dir))
+                train = fold.train[~np.isin(fold.train, flagged)]
+                val = fold.val[~np.isin(fold.val, flagged)]
+                test = dataset_at(data, fold.test)
+                for named in configs:
+                    logger.info("retraining %s fold %d/%d without %d flagged rows (train %d -> %d, val %d -> %d)",
+                                named.name, k + 1, len(folds), len(flagged), len(fold.train), len(train),
+                                len(fold.val), len(val))
+                    outcome = fit_and_predict(
+                        named.for_backtesting_fold(k), dataset_at(data, train), dataset_at(data, val), test, labels,
+                        FitContext(seed=experiment.seed, work_dir=Path(work_dir), device=self.device,
+                                   show_progress=self.show_progress))
+                    metrics = compute_metrics(test.labels, outcome.proba, labels)
+                    original_dir = self.service.run_dir(experiment.experiment_id, named.name, RunType.backtesting)
+                    original = read_json(original_dir / f"fold_{k}" / METRICS_FILE)["metrics"]
+                    fold_dir = directory / named.name / f"fold_{k}"
+                    fold_dir.mkdir(parents=True, exist_ok=True)
+                    predictions_frame(fold.test, test, outcome.proba, labels).to_csv(fold_dir / PREDICTIONS_FILE,
+                                                                                     index=False)
+                    removed = {"train": len(fold.train) - len(train), "val": len(fold.val) - len(val)}
+                    write_json(fold_dir / METRICS_FILE, {
+                        "metrics": metrics, "timings": outcome.timings, "removed_row_ids": flagged.tolist(),
+                        "rows": {"train": len(train), "val": len(val), "test": len(fold.test), "removed": removed}})
+                    entry = per_config[named.name]
+                    entry["diffs"].append(metrics["macro_f1"] - original["macro_f1"])
+                    entry["n_train"].append(len(train))
+                    entry["n_test"].append(len(fold.test))
+                    entry["folds"].append({
+                        "fold": k + 1, "macro_f1": metrics["macro_f1"], "original_macro_f1": original["macro_f1"],
+                        "removed_train": removed["train"], "removed_val": removed["val"],
+                        "removed_also_flagged_by_audit": int(np.isin(flagged, audit_flags).sum())})
+        result = {}
+        for name, entry in per_config.items():
+            test = corrected_resampled_ttest(entry["diffs"], float(np.mean(entry["n_train"])),
+                                             float(np.mean(entry["n_test"])))
+            result[name] = {"folds": entry["folds"], "diff_mean": test.mean, "ci_low": test.ci_low,
+                            "ci_high": test.ci_high, "p_value": test.p_value,
+                            "rows_removed_mean": float(np.mean([f["removed_train"] + f["removed_val"]
+                                                                for f in entry["folds"]]))}
         return result
-
-
-def _fold_proba(path: Path, row_ids: np.ndarray, labels: list[str]) -> np.ndarray:
-    import pandas as pd
-
-    frame = pd.read_csv(path).set_index("row_id").loc[row_ids]
-    return frame[[proba_column(label) for label in labels]].to_numpy(dtype=np.float64)
 
 
 def _issue_table(rows: pd.DataFrame, y: np.ndarray, proba: np.ndarray, issues: LabelIssues,

@@ -51,9 +51,20 @@ class ModelView:
 
 
 @dataclass
+class AuditView:
+    """What ``cli audit`` wrote: its summary and the head of its tables."""
+
+    summary: dict[str, Any]
+    label_issues: Any  # pandas DataFrame, top rows
+    pairs: Any  # pandas DataFrame, pairs across splits first
+    current: bool  # made on the experiment's current data and splits
+
+
+@dataclass
 class ExperimentView:
     experiment: Experiment
     models: list[ModelView] = field(default_factory=list)
+    audit: AuditView | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -120,10 +131,24 @@ def collect(service: ExperimentService, experiment_id: str) -> ExperimentView:
             model.final_manifest = read_manifest(model.final_dir) or model.final_manifest
         if model.backtesting or model.holdout or model.final_dir:
             view.models.append(model)
+    view.audit = _audit_view(service, experiment)
     if not view.models:
         raise ExperimentError(f"experiment {experiment_id!r} has no finished runs to report on; run "
                               "`cli run-backtesting` (and `cli estimate-performance`) first.")
     return view
+
+
+def _audit_view(service: ExperimentService, experiment: Experiment, rows: int = 10) -> AuditView | None:
+    import pandas as pd
+
+    folder = service.audit_dir(experiment.experiment_id)
+    if not (folder / "audit.json").is_file():
+        return None
+    summary = read_json(folder / "audit.json")
+    current = summary.get("identity") == {key: experiment.info.get(key) for key in ("input_sha256", "split_parameters")}
+    issues = pd.read_csv(folder / "label_issues.csv", nrows=rows) if (folder / "label_issues.csv").is_file() else None
+    pairs = pd.read_csv(folder / "near_duplicates.csv", nrows=rows) if (folder / "near_duplicates.csv").is_file() else None
+    return AuditView(summary, issues, pairs, current)
 
 
 def confusion(predictions: Predictions, k: int) -> np.ndarray:

@@ -165,9 +165,66 @@ def final_model_section(models: list[ModelView]) -> Section | None:
     return section
 
 
+def data_health_section(view: ExperimentView) -> Section | None:
+    """What ``cli audit`` found: estimated label noise per class, the top flagged rows, near-duplicates across
+    splits, odd rows, and the retraining test, with the command that produced them."""
+    audit = view.audit
+    if audit is None:
+        return None
+    s = audit.summary
+    issues = s["label_issues"]
+    section = Section("Data health", [Text(
+        f"From `{s.get('command') or 'cli audit'}` ({s['created_at']}), on the out-of-fold probabilities of "
+        f"{s['probabilities']}: {issues['flagged']} of {issues['rows_audited']} train-val rows flagged as likely "
+        "label errors by confident learning. Look at them; a fixed label changes the input file, so re-split "
+        "(generate-splits --force) and rerun the backtests after fixing.")])
+    if not audit.current:
+        section.blocks.append(Text("This audit was made on other data or split parameters than the experiment's "
+                                   "current ones: rerun `cli audit --force`.", note=True))
+    section.blocks.append(Table(
+        ["given label", "rows", "estimated wrong", "estimated noise", "flagged"],
+        [[r["label"], r["rows"], r["estimated_wrong"], r["estimated_noise"], r["flagged"]] for r in issues["by_class"]],
+        "Estimated wrong labels per class (the calibrated confident joint)"))
+    if audit.label_issues is not None and len(audit.label_issues):
+        section.blocks.append(Table(
+            ["rank", "row", "given", "suggested", "score", "fold", "text"],
+            [[r.rank, r.row_id, r.given_label, r.suggested_label, r.score, r.fold, str(r.text)[:160]]
+             for r in audit.label_issues.itertuples()], "Top flagged rows (label_issues.csv has them all)"))
+    if s.get("holdout_label_issues"):
+        h = s["holdout_label_issues"]
+        section.blocks.append(Text(f"Hold-out, from the estimate-performance model: {h['flagged']} of "
+                                   f"{h['rows_audited']} rows flagged (holdout_label_issues.csv)."))
+    nd = s["near_duplicates"]
+    if nd["methods"]:
+        section.blocks.append(Text(
+            f"Near-duplicates ({', '.join(nd['methods'])}): {nd['pairs']} pairs, {nd['straddling_holdout']} across "
+            f"the hold-out and train-val, {nd['straddling_folds']} across folds, {nd['labels_disagree']} with "
+            f"different labels; the splits group near-duplicates: {nd['grouped_by_splits']}."))
+        across = audit.pairs[audit.pairs["straddles"] != "none"] if audit.pairs is not None else None
+        if across is not None and len(across):
+            section.blocks.append(Table(
+                ["rows", "similarity", "splits", "labels", "text a", "text b"],
+                [[f"{r.row_id_a}, {r.row_id_b}", r.similarity, f"{r.split_a} / {r.split_b}",
+                  f"{r.label_a} / {r.label_b}", str(r.text_a)[:100], str(r.text_b)[:100]] for r in across.itertuples()],
+                "Near-duplicate pairs across splits"))
+    odd = s["odd_rows"]
+    lines = [f"{reason}: {count}" for reason, count in odd["by_reason"].items()]
+    lines += [f"class {c['label']!r} has {min(c['fold_test_rows'])} rows in a fold's test set (under "
+              f"{odd['min_class_test_rows']}): its per-fold scores are noise" for c in odd["small_classes"]]
+    section.blocks.append(Text("Odd rows (odd_rows.csv): " + ("; ".join(lines) if lines else "none") + "."))
+    for name, r in (s.get("retrain") or {}).items():
+        section.blocks.append(Text(
+            f"Retrained {name} without the rows an inner audit of each fold's own train and val rows flags (about "
+            f"{r['rows_removed_mean']:.0f} per fold): macro-F1 {r['diff_mean']:+.4f} on the same test rows (95% CI "
+            f"{r['ci_low']:+.4f} to {r['ci_high']:+.4f}, corrected t-test p = {r['p_value']:.3f})."))
+    return section
+
+
 def build(view: ExperimentView, comparison: list[dict[str, Any]] | None, note: str | None,
           holdout: list[dict[str, Any]] | None) -> list[Section]:
-    sections = [data_section(view), comparison_section(view, comparison, note, holdout)]
+    sections = [data_section(view)]
+    health = data_health_section(view)
+    sections += ([health] if health else []) + [comparison_section(view, comparison, note, holdout)]
     for model in view.models:
         sections += model_section(model, view.labels)
     final = final_model_section(view.models)
