@@ -69,7 +69,6 @@ def true_label_diffs(app, exp: str, name: str, audit_dir: Path, csv: Path, flipp
 
     from mlops.experiments.service import RunType
 
-    given = pd.read_csv(csv)["label"].astype(str).to_numpy(dtype=object)
     diffs = []
     for k in range(5):
         before = pd.read_csv(app.service.run_dir(exp, name, RunType.backtesting) / f"fold_{k}" / "predictions.csv",

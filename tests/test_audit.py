@@ -221,7 +221,7 @@ def test_audit_refuses_a_changed_input(cli, audited_csv):
 def test_retraining_without_flagged_rows_never_trains_on_rows_it_scores(cli, artifacts, audited_csv, monkeypatch):
     """Each fold's inner audit and retraining see only that fold's train and val rows: never its test rows, never
     the hold-out."""
-    import mlops.audit.service as audit_service
+    import mlops.audit.retrain as audit_retrain
     from mlops.app import Application
     from mlops.audit.service import AuditSettings
 
@@ -230,13 +230,13 @@ def test_retraining_without_flagged_rows_never_trains_on_rows_it_scores(cli, art
     cli("run-backtesting", "--experiment-id", "rt", "--model-config-name", "tfidf_logreg")
     row_of = {text: i for i, text in enumerate(pd.read_csv(path)["text"])}
     trained: list[set[int]] = []
-    real = audit_service.fit_and_predict
+    real = audit_retrain.fit_and_predict
 
     def spy(named, train, val, test, labels, context):
         trained.append({row_of[t] for t in [*train.texts, *(val.texts if val is not None else [])]})
         return real(named, train, val, test, labels, context)
 
-    monkeypatch.setattr(audit_service, "fit_and_predict", spy)
+    monkeypatch.setattr(audit_retrain, "fit_and_predict", spy)
     app = Application(artifacts)
     result = app.audit("rt", AuditSettings(["tfidf_logreg"], near_duplicates=(), outliers=False,
                                            retrain_without_flagged=True))

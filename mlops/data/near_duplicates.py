@@ -16,7 +16,7 @@ import numpy as np
 
 from mlops.core.errors import DataError
 
-SHINGLE_CHARS = 5
+SHINGLE_CHARS = 3
 NUM_PERM = 128
 MINHASH_SEED = 1
 DEFAULT_JACCARD = 0.8
