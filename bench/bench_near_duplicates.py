@@ -96,20 +96,46 @@ def one(n: int, method: str, threshold: float) -> dict:
             "other_false": len(sample) - int(real)}
 
 
+def split_cost(n: int) -> dict:
+    """generate-splits' planning at ``n`` rows: exact-duplicate groups only vs with MinHash near-duplicates."""
+    from mlops.data import near_duplicates as nd
+    from mlops.data.splitting import SplitParameters, build_split_plan, leakage_groups
+
+    texts, _ = make_rows(n)
+    y = np.array([i % 2 for i in range(len(texts))])
+    params = SplitParameters(cv_folds=5, seed=42)
+    offs = []
+    for _ in range(2):  # the first run pays for imports and caches: the faster of two
+        started = time.perf_counter()
+        build_split_plan(y, leakage_groups(texts), params)
+        offs.append(time.perf_counter() - started)
+    off = min(offs)
+    started = time.perf_counter()
+    pairs = nd.minhash_pairs(texts)
+    build_split_plan(y, leakage_groups(texts, linked_pairs=(pairs.first, pairs.second)), params)
+    on = time.perf_counter() - started
+    return {"rows": len(texts), "split_off_s": round(off, 1), "split_minhash_s": round(on, 1),
+            "ratio": round(on / off, 2), "pairs": len(pairs)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--embedding-sizes", nargs="*", type=int, default=[10_000])
     parser.add_argument("--thresholds", nargs="+", type=float, default=[0.8])
     parser.add_argument("--cosine", type=float, default=0.95)
+    parser.add_argument("--split-rows", type=int, default=200_000,
+                        help="Also time generate-splits' planning with and without --near-duplicates minhash (0: skip).")
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)  # internal: n method threshold
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(int(args.one[0]), args.one[1], float(args.one[2]))))
+        n, method = int(args.one[0]), args.one[1]
+        print(json.dumps(split_cost(n) if method == "split" else one(n, method, float(args.one[2]))))
         return
     runs = [(n, "minhash", t) for n in args.sizes for t in args.thresholds]
     runs += [(n, "embedding", args.cosine) for n in args.embedding_sizes]
+    runs += [(args.split_rows, "split", 0.0)] if args.split_rows else []
     results = []
     for n, method, threshold in runs:
         line = subprocess.run([sys.executable, __file__, "--one", str(n), method, str(threshold)], check=True,
@@ -119,7 +145,10 @@ def main() -> None:
     print("\n| rows | method | threshold | seconds | peak RSS MB | copies found (1 / 2 words edited) | other pairs "
           "(checked: real / false) |")
     print("|---|---|---|---|---|---|---|")
-    for r in results:
+    for r in [r for r in results if "ratio" in r]:
+        print(f"generate-splits planning at {r['rows']:,} rows: {r['split_off_s']} s exact duplicates only, "
+              f"{r['split_minhash_s']} s with --near-duplicates minhash ({r['ratio']}x, {r['pairs']} pairs)")
+    for r in [r for r in results if "ratio" not in r]:
         print(f"| {r['rows']:,} | {r['method']} | {r['threshold']} | {r['seconds']} | {r['peak_rss_mb']} | "
               f"{r['found']}/{r['inserted']} = {r['recall']:.3f} ({r['recall_1_word']:.3f} / {r['recall_2_words']:.3f})"
               f" | {r['other_pairs']} ({r['other_checked']}: {r['other_real']} / {r['other_false']}) |")

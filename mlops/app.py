@@ -23,6 +23,9 @@ from mlops.tracking.session import make_tracking
 
 if TYPE_CHECKING:  # the services below are imported by the methods that use them, so a command loads only its own
     from mlops.audit.service import AuditResult, AuditSettings
+    from mlops.labelling.service import CurveResult
+    from mlops.labelling.simulation import SimulationSettings
+    from mlops.labelling.suggest import Suggestions
     from mlops.augment.pseudo_label import PseudoLabelSettings
     from mlops.augment.pseudo_label_files import PseudoLabelSummary
     from mlops.deploy.export import ExportResult
@@ -219,6 +222,41 @@ class Application:
 
         configs = [self.resolve_config(experiment_id, name) for name in settings.model_config_names]
         return AuditService(self.service, device=self.device).run(experiment_id, configs, settings)
+
+    def _labelling(self):
+        from mlops.labelling.service import LabellingService
+
+        return LabellingService(self.service, device=self.device)
+
+    @_writes("learning-curve")
+    def learning_curve(self, experiment_id: str, model_config_name: str, fractions: list[float], *,
+                       force: bool = False, on_step=None) -> CurveResult:
+        """``cli learning-curve``: each fold trained on nested stratified subsets of its training rows."""
+        named = self.resolve_config(experiment_id, model_config_name)
+        return self._labelling().learning_curve(experiment_id, named, fractions, force=force, on_step=on_step)
+
+    @_writes("active-learning-sim")
+    def active_learning_sim(self, experiment_id: str, model_config_name: str, settings: SimulationSettings, *,
+                            force: bool = False, on_step=None) -> CurveResult:
+        """``cli active-learning-sim``: rounds of suggest, reveal and retrain inside each fold, per strategy."""
+        from mlops.labelling.simulation import simulate
+
+        named = self.resolve_config(experiment_id, model_config_name)
+        return simulate(self._labelling(), experiment_id, named, settings, force=force, on_step=on_step)
+
+    def suggest_labels(self, model_path: Path, input_file: Path, output_file: Path, *, n: int, strategy: str,
+                       text_column: str = "text", encoding: str = "utf-8", seed: int = 0, force: bool = False,
+                       runtime: Runtime = "auto", on_progress=None) -> Suggestions:
+        """``cli suggest-labels``: the pool's rows most worth labelling next, streamed."""
+        from mlops.labelling.suggest import suggest_labels
+
+        if not Path(input_file).is_file():
+            raise DataError(f"input file {input_file} does not exist; check --input-file.")
+        if Path(output_file).exists() and not force:
+            raise ExperimentError(f"{output_file} already exists; pass --force to overwrite it or choose --output-file.")
+        loaded = self.load_model(model_path, runtime)
+        return suggest_labels(loaded, input_file, output_file, n=n, strategy=strategy, text_column=text_column,
+                              encoding=encoding, seed=seed, force=force, on_progress=on_progress)
 
     def list_experiments(self) -> list[dict[str, Any]]:
         from mlops.evaluation.comparison import experiment_rows

@@ -97,7 +97,7 @@ LAYERS = [
     ("data", ["mlops.data"]),
     ("models", ["models"]),
     ("experiments", ["mlops.experiments", "mlops.executors", "mlops.tracking"]),
-    ("services", ["mlops.evaluation", "mlops.deploy", "mlops.augment", "mlops.audit"]),
+    ("services", ["mlops.evaluation", "mlops.deploy", "mlops.augment", "mlops.audit", "mlops.labelling"]),
     ("tuning", ["mlops.tuning"]),
     ("facade", ["mlops.app"]),
     ("cli", ["mlops.cli", "main", "data"]),  # data/: the scripts that build the data sets

@@ -143,3 +143,25 @@ def label_distribution(counts: dict[str, int]) -> bytes:
     axis.set_title("rows per label", fontsize=10)
     axis.grid(axis="y", alpha=0.3)
     return _png(figure)
+
+
+def labelled_rows_curves(curves: dict[str, list[tuple[float, float, float, float]]], title: str,
+                         ylabel: str = "macro-F1 on the fold's test rows", fitted: dict[str, Any] | None = None,
+                         ) -> bytes:
+    """One line per name through (labelled rows, mean, low, high) points, the fold spread shaded; ``fitted``
+    optionally maps a name to (rows array, fitted scores) drawn dashed."""
+    figure = _figure(6.0, 3.8)
+    axis = figure.add_subplot()
+    for name, points in curves.items():
+        rows, mean, low, high = (np.asarray(v, dtype=float) for v in zip(*points, strict=True))
+        line, = axis.plot(rows, mean, marker="o", markersize=4, label=name)
+        axis.fill_between(rows, low, high, alpha=0.15, color=line.get_color())
+        if fitted and name in fitted:
+            x, y = fitted[name]
+            axis.plot(x, y, linestyle="--", linewidth=1, color=line.get_color())
+    axis.set_xlabel("labelled training rows")
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return _png(figure)
