@@ -113,6 +113,10 @@ def test_learning_curve_trains_on_subsets_of_fold_training_rows(cli, artifacts, 
     again = cli("learning-curve", "--experiment-id", "lc", "--fractions", "0.25", "--fractions", "0.5",
                 "--fractions", "1.0")
     assert "Reused 9" in again.output and len(calls) == 9
+    cli("run-backtesting", "--experiment-id", "lc", "--model-config-name", "tfidf_logreg")
+    cli("report", "--experiment-id", "lc")
+    html = (artifacts / "experiments" / "lc" / "reports" / "report.html").read_text()
+    assert "Labels: learning curves and active learning" in html and "doubling the labelled rows" in html
 
 
 def test_active_learning_simulation_bookkeeping(cli, artifacts, built_csv, monkeypatch):

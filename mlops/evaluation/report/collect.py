@@ -65,6 +65,9 @@ class ExperimentView:
     experiment: Experiment
     models: list[ModelView] = field(default_factory=list)
     audit: AuditView | None = None
+    #: summary.json of each cli learning-curve / active-learning-sim run, by config name
+    learning_curves: dict[str, dict[str, Any]] = field(default_factory=dict)
+    simulations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[str]:
@@ -132,6 +135,10 @@ def collect(service: ExperimentService, experiment_id: str) -> ExperimentView:
         if model.backtesting or model.holdout or model.final_dir:
             view.models.append(model)
     view.audit = _audit_view(service, experiment)
+    for attribute, folder in (("learning_curves", "learning_curve"), ("simulations", "active_learning")):
+        root = experiment.directory / folder
+        for path in sorted(root.glob("*/summary.json")) if root.is_dir() else []:
+            getattr(view, attribute)[path.parent.name] = read_json(path)
     if not view.models:
         raise ExperimentError(f"experiment {experiment_id!r} has no finished runs to report on; run "
                               "`cli run-backtesting` (and `cli estimate-performance`) first.")

@@ -220,6 +220,43 @@ def data_health_section(view: ExperimentView) -> Section | None:
     return section
 
 
+def labelling_section(view: ExperimentView) -> Section | None:
+    """Would more labels help (cli learning-curve), and which strategy needs the fewest (cli active-learning-sim)."""
+    if not view.learning_curves and not view.simulations:
+        return None
+    section = Section("Labels: learning curves and active learning", [])
+    curves = {}
+    for name, s in view.learning_curves.items():
+        curves[name] = [(p["rows_mean"], p["macro_f1_mean"], p["macro_f1_min"], p["macro_f1_max"])
+                        for p in s["per_fraction"]]
+        d = s["doubling"]
+        gain = "could not be fitted" if d["gain"] is None else f"{d['gain']:+.4f}" + (
+            f" (95% interval {d['ci_low']:+.4f} to {d['ci_high']:+.4f})" if d["ci_low"] is not None else "")
+        check = s.get("extrapolation_check")
+        checked = (f"; fitted on fractions up to 0.5 it predicted {check['predicted']:.4f} at the full rows, measured "
+                   f"{check['measured']:.4f}" if check else "")
+        section.blocks.append(Text(f"{name}: doubling the labelled rows ({d['from_rows']:.0f} -> {d['to_rows']:.0f} "
+                                   f"per fold) gives macro-F1 {gain} by the fitted a - b*n^-c{checked}. "
+                                   f"From `cli learning-curve --model-config-name {name}`."))
+    if curves:
+        section.blocks.append(Image("learning_curves", plots.labelled_rows_curves(
+            curves, "learning curves (mean over folds; shaded: fold min-max)"), "macro-F1 against labelled rows"))
+    for name, s in view.simulations.items():
+        rows = []
+        for strategy, o in s["outcome"].items():
+            stop = o["stop_hint"]
+            rows.append([strategy, o["final_macro_f1"], o["final_labelled"], o["labels_to_reach_random_final"],
+                         o["share_of_random_labels"], None if stop is None else stop["labelled"]])
+        section.blocks.append(Table(["strategy", "final macro-F1", "labels", "labels to reach random's final",
+                                     "share of random's labels", "stop hint (labels)"], rows,
+                                    f"Active learning with {name} (`cli active-learning-sim`), mean over folds"))
+        curves_al = {strategy: [(c["labelled_mean"], c["macro_f1_mean"], c["macro_f1_min"], c["macro_f1_max"])
+                                for c in curve] for strategy, curve in s["curves"].items()}
+        section.blocks.append(Image(f"active_learning_{name}", plots.labelled_rows_curves(
+            curves_al, f"active learning with {name}"), "macro-F1 per round and strategy"))
+    return section
+
+
 def build(view: ExperimentView, comparison: list[dict[str, Any]] | None, note: str | None,
           holdout: list[dict[str, Any]] | None) -> list[Section]:
     sections = [data_section(view)]
@@ -228,4 +265,5 @@ def build(view: ExperimentView, comparison: list[dict[str, Any]] | None, note: s
     for model in view.models:
         sections += model_section(model, view.labels)
     final = final_model_section(view.models)
-    return sections + ([final] if final else [])
+    labelling = labelling_section(view)
+    return sections + ([labelling] if labelling else []) + ([final] if final else [])
