@@ -1,0 +1,181 @@
+"""An ensemble of other configs: each member trains on the same rows, and their probabilities are combined with
+weights chosen on the validation rows only (never on the rows the ensemble is scored on).
+
+``combiner: greedy`` is Caruana et al.'s ensemble selection (ICML 2004, as in AutoGluon's weighted ensemble):
+start empty, add (with replacement) the member whose addition gives the lowest log-loss of the averaged
+probabilities on the val rows, ``iterations`` times; the weights are the counts. ``combiner: stacking`` fits a
+multinomial logistic regression on the members' val probabilities. ``combiner: mean`` averages them.
+Without val rows, or with one member, the weights are equal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from mlops.core.config import ModelConfig
+from mlops.core.errors import ConfigError, ModelError
+from mlops.core.model_interface import FitContext, ModelInterface, TrainingArguments
+from mlops.core.text_dataset import TextDataset
+
+logger = logging.getLogger(__name__)
+
+ENSEMBLE_FILE = "ensemble.json"
+MEMBERS_DIR = "members"
+
+
+class EnsembleTrainingArguments(TrainingArguments):
+    members: list[str] = Field(min_length=1, description="config names (model_configs/) or .json paths")
+    combiner: Literal["greedy", "stacking", "mean"] = "greedy"
+    iterations: int = Field(default=25, ge=1, description="greedy: members added (with replacement)")
+
+
+def _log_loss(proba: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, None))))
+
+
+def greedy_weights(member_probas: list[np.ndarray], y: np.ndarray, iterations: int) -> np.ndarray:
+    """Caruana's ensemble selection with replacement on log-loss; returns weights summing to 1."""
+    counts = np.zeros(len(member_probas))
+    total = np.zeros_like(member_probas[0])
+    for step in range(1, iterations + 1):
+        losses = [_log_loss((total + p) / step, y) for p in member_probas]
+        best = int(np.argmin(losses))  # ties: the earlier member
+        counts[best] += 1
+        total += member_probas[best]
+    return counts / counts.sum()
+
+
+class EnsembleClassifier(ModelInterface):
+    training_arguments_class = EnsembleTrainingArguments
+
+    def __init__(self, config: ModelConfig, training_arguments: EnsembleTrainingArguments | None = None) -> None:
+        super().__init__(config, training_arguments)
+        self.members: list[ModelInterface] = []
+        self.member_names: list[str] = []
+        self.member_configs: list[ModelConfig] = []
+        self.weights: np.ndarray | None = None
+        self.stacker = None
+
+    def _resolve_members(self):
+        from mlops.core.catalog import DEFAULT_CONFIG_DIR, ModelCatalog
+
+        catalog = ModelCatalog(DEFAULT_CONFIG_DIR)
+        named = []
+        for name in self.training_arguments.members:
+            member = catalog.resolve(name)
+            if member.model_class is type(self):
+                raise ConfigError(f"ensemble member {name!r} is itself an ensemble; name its members instead.")
+            named.append(member)
+        return named
+
+    def fit(self, train: TextDataset, val: TextDataset | None = None, *, labels: Sequence[str],
+            context: FitContext | None = None) -> EnsembleClassifier:
+        self.labels = list(labels)
+        context = context or FitContext()
+        self.members, self.member_names, self.member_configs = [], [], []
+        for member in self._resolve_members():
+            logger.info("ensemble: training member %s on %d rows", member.name, len(train))
+            model = member.build()
+            model.fit(train, val, labels=self.labels, context=context)
+            self.members.append(model)
+            self.member_names.append(member.name)
+            self.member_configs.append(member.config)
+        self._fit_combiner(val)
+        return self
+
+    def _fit_combiner(self, val: TextDataset | None) -> None:
+        arguments = self.training_arguments
+        n = len(self.members)
+        self.weights, self.stacker = np.full(n, 1.0 / n), None
+        if val is None or not len(val) or n == 1 or arguments.combiner == "mean":
+            return
+        index = {label: j for j, label in enumerate(self.labels)}
+        y = np.array([index[label] for label in val.labels])
+        probas = [np.asarray(m.predict_proba(val), dtype=np.float64) for m in self.members]
+        if arguments.combiner == "greedy":
+            self.weights = greedy_weights(probas, y, arguments.iterations)
+        elif len(np.unique(y)) > 1:
+            from sklearn.linear_model import LogisticRegression
+
+            fitted = LogisticRegression(max_iter=2000, C=1.0).fit(np.hstack(probas), y)
+            self.stacker = _LinearStacker(fitted.coef_, fitted.intercept_, fitted.classes_)
+        logger.info("ensemble weights on %d val rows: %s", len(y),
+                    dict(zip(self.member_names, np.round(self.weights, 3).tolist(), strict=True)))
+
+    def predict_proba(self, data: TextDataset) -> np.ndarray:
+        if not self.members:
+            raise ModelError("the ensemble is not fitted.")
+        probas = [np.asarray(m.predict_proba(data), dtype=np.float64) for m in self.members]
+        if self.stacker is not None:
+            raw = self.stacker.predict_proba(np.hstack(probas))
+            out = np.zeros((len(data), len(self.labels)))
+            out[:, self.stacker.classes_] = raw
+            return out
+        return np.tensordot(self.weights, np.stack(probas), axes=1)
+
+    def runtime_info(self) -> dict[str, Any]:
+        return {"members": {name: model.runtime_info() for name, model in zip(self.member_names, self.members,
+                                                                               strict=True)},
+                "weights": None if self.weights is None else dict(zip(self.member_names, self.weights.tolist(),
+                                                                      strict=True)),
+                "combiner": self.training_arguments.combiner}
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        for i, (name, model, config) in enumerate(zip(self.member_names, self.members, self.member_configs,
+                                                      strict=True)):
+            folder = directory / MEMBERS_DIR / f"{i}_{name}"
+            folder.mkdir(parents=True)
+            model.save(folder)
+            (folder / "member_config.json").write_text(config.model_dump_json(indent=2))
+        stacker = None
+        if self.stacker is not None:  # coefficients as plain numbers, no pickle
+            stacker = {"coef": self.stacker.coef_.tolist(), "intercept": self.stacker.intercept_.tolist(),
+                       "classes": self.stacker.classes_.tolist()}
+        (directory / ENSEMBLE_FILE).write_text(json.dumps({
+            "labels": self.labels, "members": self.member_names, "weights": self.weights.tolist(),
+            "combiner": self.training_arguments.combiner, "stacker": stacker}, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path, config: ModelConfig, *, device: str | None = None) -> EnsembleClassifier:
+        from mlops.core.plugins import resolve_model_class
+
+        directory = Path(directory)
+        record = json.loads((directory / ENSEMBLE_FILE).read_text())
+        model = cls(config)
+        model.labels = record["labels"]
+        model.member_names = record["members"]
+        model.weights = np.asarray(record["weights"])
+        for i, name in enumerate(model.member_names):
+            folder = directory / MEMBERS_DIR / f"{i}_{name}"
+            member_config = ModelConfig.model_validate_json((folder / "member_config.json").read_text())
+            member_class = resolve_model_class(member_config, source=f"ensemble member {name}")
+            member = member_class.load(folder, member_config, device=device)
+            model.members.append(member)
+            model.member_configs.append(member_config)
+        if record.get("stacker"):
+            model.stacker = _LinearStacker(**record["stacker"])
+        return model
+
+
+class _LinearStacker:
+    """The stacking model's multinomial logistic regression, rebuilt from its saved coefficients."""
+
+    def __init__(self, coef, intercept, classes) -> None:
+        self.coef_, self.intercept_ = np.asarray(coef), np.asarray(intercept)
+        self.classes_ = np.asarray(classes)
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        scores = features @ self.coef_.T + self.intercept_
+        if scores.shape[1] == 1:  # binary: scikit-learn keeps one column of coefficients
+            scores = np.hstack([-scores, scores]) / 2.0
+        scores -= scores.max(axis=1, keepdims=True)
+        exp = np.exp(scores)
+        return exp / exp.sum(axis=1, keepdims=True)

@@ -1,0 +1,107 @@
+"""The ensemble family: Caruana's greedy weights, weights fitted on val rows only (never a fold's test rows),
+saving and loading, and the server answering what predict-new writes."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.ensemble.model import EnsembleClassifier, greedy_weights
+from tests.helpers.cli import generate_splits
+from tests.test_audit import built_rows
+
+FAST_ENSEMBLE = {"module_path": "models.ensemble.model", "class_name": "EnsembleClassifier",
+                 "training_arguments": {"members": ["tfidf_logreg", "tfidf_svm"], "combiner": "greedy"}}
+
+
+def test_greedy_weights_prefer_the_better_member():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    good = np.full((200, 3), 0.1)
+    good[np.arange(200), y] = 0.8
+    noise = rng.dirichlet(np.ones(3), 200)
+    weights = greedy_weights([noise, good], y, 25)
+    assert weights.sum() == pytest.approx(1.0) and weights[1] > 0.9
+    assert np.allclose(greedy_weights([good, good], y, 10), [1.0, 0.0])  # ties go to the earlier member
+
+
+@pytest.fixture
+def built_csv(tmp_path):
+    texts, given, _ = built_rows(240, labels=("negative", "neutral", "positive"), flip=10)
+    path = tmp_path / "built.csv"
+    pd.DataFrame({"text": texts, "label": given}).to_csv(path, index=False)
+    return path
+
+
+def test_weights_are_fitted_on_val_rows_only(cli, artifacts, built_csv, tmp_path, monkeypatch):
+    config = tmp_path / "ens.json"
+    config.write_text(json.dumps(FAST_ENSEMBLE))
+    generate_splits(cli, "ens", built_csv, folds=3, seed=0)
+    seen = []
+    real = EnsembleClassifier._fit_combiner
+
+    def spy(self, val):
+        seen.append(set(val.texts))
+        return real(self, val)
+
+    monkeypatch.setattr(EnsembleClassifier, "_fit_combiner", spy)
+    cli("run-backtesting", "--experiment-id", "ens", "--model-config-name", str(config))
+    from mlops.experiments.service import ExperimentService
+
+    experiment = ExperimentService(artifacts).load_experiment("ens")
+    texts = pd.read_csv(built_csv)["text"].to_numpy()
+    assert len(seen) == 3
+    for val_texts, fold in zip(seen, experiment.plan.backtesting, strict=True):
+        assert val_texts == set(texts[fold.val])
+        assert not val_texts & set(texts[fold.test]) and not val_texts & set(texts[experiment.plan.holdout_test])
+    record = json.loads((artifacts / "experiments" / "ens" / "runs" / "ens" / "backtesting" / "fold_0" /
+                         "metrics.json").read_text())
+    assert set(record["runtime"]["weights"]) == {"tfidf_logreg", "tfidf_svm"}
+
+
+@pytest.mark.parametrize("combiner", ["greedy", "stacking"])
+def test_saved_ensemble_predicts_the_same(tmp_path, combiner):
+    from mlops.core.config import ModelConfig
+    from mlops.core.text_dataset import TextDataset
+
+    texts, labels, _ = built_rows(200, labels=("negative", "neutral", "positive"), flip=0)
+    config = ModelConfig.model_validate({**FAST_ENSEMBLE, "training_arguments": {
+        **FAST_ENSEMBLE["training_arguments"], "combiner": combiner}})
+    model = EnsembleClassifier(config).fit(TextDataset(texts[:150], labels[:150]), TextDataset(texts[150:180],
+                                                                                              labels[150:180]),
+                                           labels=["negative", "neutral", "positive"])
+    test = TextDataset(texts[180:])
+    before = model.predict_proba(test)
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    model.save(folder)
+    after = EnsembleClassifier.load(folder, config).predict_proba(test)
+    np.testing.assert_allclose(after, before, atol=1e-6)
+    assert (before.argmax(1) == [["negative", "neutral", "positive"].index(y) for y in labels[180:]]).mean() > 0.8
+
+
+@pytest.mark.slow
+def test_serve_answers_what_predict_new_writes(cli, artifacts, built_csv, tmp_path):
+    from tests.test_serve import Server, _predict_new
+
+    config = tmp_path / "ens.json"
+    config.write_text(json.dumps(FAST_ENSEMBLE))
+    generate_splits(cli, "ensf", built_csv, folds=2, seed=0)
+    model = tmp_path / "model"
+    cli("train-final-model", "--experiment-id", "ensf", "--model-config-name", str(config),
+        "--model-output-dir", str(model))
+    texts = ["superb witty film", "dull boring script", "the cinema screen", "ok"]
+    server = Server(model)
+    try:
+        answer = httpx.post(f"{server.url}/predict", json={"texts": texts}).json()["predictions"]
+    finally:
+        server.stop()
+    expected = _predict_new(model, texts, tmp_path)
+    assert [p["label"] for p in answer] == expected["predicted_label"].tolist()
+    got = np.array([[p["probabilities"][label] for label in ("negative", "neutral", "positive")] for p in answer])
+    np.testing.assert_allclose(got, expected[["proba_negative", "proba_neutral", "proba_positive"]].to_numpy(),
+                               atol=1e-6)
