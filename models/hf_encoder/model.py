@@ -31,6 +31,7 @@ from models.hf_common.calibration import calibrate_temperature
 from models.hf_common.resolve import resolve_pretrained
 from models.hf_common.training import (ThreadBudget, autocast, class_weight_vector, keep_freed_memory_for_reuse,
                                        quiet_transformers, resolve_precision, token_lengths)
+from models.hf_common.truncation import head_tail_cut, head_tokens_for
 from models.hf_encoder.arguments import HFEncoderTrainingArguments
 from models.hf_encoder.building import load_pretrained, load_saved, set_activation_checkpointing, wrap_lora
 from models.hf_encoder.callbacks import encoder_callbacks
@@ -174,9 +175,21 @@ class HFEncoderClassifier(ModelInterface):
 
     # --- encoding --------------------------------------------------------------------------------------------
 
+    @property
+    def head_tokens(self) -> int | None:
+        """Tokens kept from the start of a longer single text under ``truncation: head_tail`` (None: head only)."""
+        args = self.training_arguments
+        return head_tokens_for(args.truncation, args.head_tokens, self._max_length)
+
     def encode(self, texts: list, pairs: list | None, idx: np.ndarray) -> dict:
         batch_texts = [str(texts[i]) for i in idx]
         batch_pairs = None if pairs is None else [str(pairs[i]) for i in idx]
+        head = self.head_tokens
+        if head is not None and batch_pairs is None:
+            whole = self._tokenizer(batch_texts, truncation=False, padding=False, verbose=False)
+            cut = {key: [head_tail_cut(v, self._max_length, head) for v in values] for key, values in whole.items()}
+            encoded = self._tokenizer.pad(cut, return_tensors="pt")
+            return {key: value.to(self._device) for key, value in encoded.items()}
         encoded = self._tokenizer(
             batch_texts, batch_pairs, truncation=True, max_length=self._max_length, padding=True,
             return_tensors="pt", verbose=False,

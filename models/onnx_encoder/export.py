@@ -31,6 +31,7 @@ class ExportableEncoder(Protocol):
     max_length: int
     uses_text_pairs: bool
     temperature: float
+    head_tokens: int | None  # truncation head_tail: tokens kept from the start; None: the head only
 
     def fitted_module(self) -> Any: ...
 
@@ -62,6 +63,7 @@ def _export_meta(classifier: ExportableEncoder, outcome, truncation_side: str) -
         "uses_text_pairs": classifier.uses_text_pairs,
         "pad_token_id": classifier.tokenizer.pad_token_id,
         "truncation_side": truncation_side,
+        "head_tokens": classifier.head_tokens,
         "input_names": outcome.input_names,
         "rescore": ({"onnx_file": graph.RESCORE_FILE, "margin_below": outcome.rescore_margin_below}
                     if outcome.rescore_margin_below else None),
@@ -106,7 +108,8 @@ def export_encoder_onnx(classifier: ExportableEncoder, directory: Path, *, preci
             runtime_config, open_session(path, available_cores()),
             Tokenizer.from_file(str(directory / TOKENIZER_FILE)), labels=classifier.labels,
             max_length=classifier.max_length, uses_text_pairs=classifier.uses_text_pairs,
-            pad_token_id=tokenizer.pad_token_id, truncation_side=truncation_side, temperature=classifier.temperature)
+            pad_token_id=tokenizer.pad_token_id, truncation_side=truncation_side, temperature=classifier.temperature,
+            head_tokens=classifier.head_tokens)
         return runtime.predict_proba(check)
 
     with quiet_transformers():

@@ -25,6 +25,7 @@ from mlops.core.errors import ModelError
 from mlops.core.model_interface import FitContext, ModelInterface, TrainingArguments
 from mlops.core.text_dataset import TextDataset
 from models.hf_common.batching import padding_aware_batches
+from models.hf_common.truncation import head_tail_cut
 
 EXPORT_FILE = "export.json"
 EXPORT_FORMAT = 1
@@ -84,6 +85,8 @@ class OnnxEncoderClassifier(ModelInterface):
         self._workers = 1
         self._worker_threads = 1
         self._tokenizer = None
+        self._cutter = None  # truncation head_tail: the tokenizer without truncation, cut afterwards
+        self._head_tokens: int | None = None
         self._input_names: list[str] = []
         self._max_length = 0
         self._uses_pairs = False
@@ -130,7 +133,7 @@ class OnnxEncoderClassifier(ModelInterface):
         loaded = cls.from_parts(config, session, tokenizer, labels=meta["labels"], max_length=meta["max_length"],
                                 uses_text_pairs=meta["uses_text_pairs"], pad_token_id=meta.get("pad_token_id"),
                                 truncation_side=meta.get("truncation_side", "right"), training_arguments=args,
-                                temperature=float(meta.get("temperature", 1.0)))
+                                temperature=float(meta.get("temperature", 1.0)), head_tokens=meta.get("head_tokens"))
         if rescore_session is not None:
             loaded._rescore_session, loaded._rescore_below = rescore_session, float(rescore["margin_below"])
         # the other workers' sessions are opened on the first call with more than one batch
@@ -145,7 +148,7 @@ class OnnxEncoderClassifier(ModelInterface):
     def from_parts(cls, config: ModelConfig, session, tokenizer, *, labels, max_length: int, uses_text_pairs: bool,
                    pad_token_id: int | None, truncation_side: str = "right",
                    training_arguments: OnnxEncoderArguments | None = None,
-                   temperature: float = 1.0) -> OnnxEncoderClassifier:
+                   temperature: float = 1.0, head_tokens: int | None = None) -> OnnxEncoderClassifier:
         """A classifier around an open session and a ``tokenizers.Tokenizer`` (used by the export's own check)."""
         import onnxruntime as ort
 
@@ -162,6 +165,13 @@ class OnnxEncoderClassifier(ModelInterface):
         args = model.training_arguments
         model._batch_size = args.layout(available_cores())[2]
         tokenizer.no_padding()
+        model._head_tokens = head_tokens
+        model._cutter = None
+        if head_tokens is not None and not uses_text_pairs:  # cut after tokenizing, as the HF model does
+            from tokenizers import Tokenizer
+
+            model._cutter = Tokenizer.from_str(tokenizer.to_str())
+            model._cutter.no_truncation()
         tokenizer.enable_truncation(model._max_length, direction=truncation_side)
         model._tokenizer, model._sessions = tokenizer, [session]
         model._input_names = [node.name for node in session.get_inputs()]
@@ -175,6 +185,11 @@ class OnnxEncoderClassifier(ModelInterface):
         texts = [str(text) for text in data.texts]
         if data.text_pairs is not None:
             encodings = self._tokenizer.encode_batch(list(zip(texts, map(str, data.text_pairs), strict=True)))
+        elif self._cutter is not None:
+            whole = self._cutter.encode_batch(texts)
+            self._info["truncated"]["predict"] += sum(len(e.ids) > self._max_length for e in whole)
+            return ([head_tail_cut(e.ids, self._max_length, self._head_tokens) for e in whole],
+                    [head_tail_cut(e.type_ids, self._max_length, self._head_tokens) for e in whole])
         else:
             encodings = self._tokenizer.encode_batch(texts)
         self._info["truncated"]["predict"] += sum(1 for encoding in encodings if encoding.overflowing)
