@@ -62,8 +62,9 @@ def learning_curve(
     if d["gain"] is not None:
         interval = (f" (95% interval {d['ci_low']:+.4f} to {d['ci_high']:+.4f}, folds resampled)"
                     if d["ci_low"] is not None else "")
+        ceiling = f"; fitted ceiling {d['ceiling']:.3f}" if d["ceiling"] < 0.999 else ""  # at its bound: not an estimate
         out.print(f"Fitted a - b*n^-c: doubling the labels ({d['from_rows']:.0f} -> {d['to_rows']:.0f} rows per fold) "
-                  f"gives macro-F1 {d['gain']:+.4f}{interval}; ceiling {d['ceiling']:.3f}.")
+                  f"gives macro-F1 {d['gain']:+.4f}{interval}{ceiling}.")
     else:
         out.print("The curve could not be fitted (it needs at least three fractions).")
     if (check := s["extrapolation_check"]) is not None:
