@@ -27,3 +27,13 @@ def head_tokens_for(strategy: str, head_tokens: int | None, max_length: int) -> 
         return None
     head = max_length // 4 if head_tokens is None else head_tokens
     return max(0, min(head, max_length - 3))
+
+
+def tokenize(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, head_tokens: int | None):
+    """A padded batch of tensors: cut from the end (pairs, or ``head_tokens`` None), else head and tail."""
+    if head_tokens is None or pairs is not None:
+        return tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt",
+                         verbose=False)
+    whole = tokenizer(texts, truncation=False, padding=False, verbose=False)
+    cut = {key: [head_tail_cut(v, max_length, head_tokens) for v in values] for key, values in whole.items()}
+    return tokenizer.pad(cut, return_tensors="pt")

@@ -1,9 +1,8 @@
 """Fine-tuned Hugging Face encoders (BERT, RoBERTa, DeBERTa, ModernBERT...) with a sequence-classification head.
 
-The model's ModelInterface methods live here; the training loop is ``loop.py`` (its early stopping, progress bar
-and best-weight keeping are callbacks in ``callbacks.py``), checkpoint loading and LoRA are ``building.py``, the
-ONNX export is ``export.py``, temperature scaling (``calibration``) is ``models/hf_common/calibration.py``. Inference
-sorts rows by length, pads per batch and runs under ``torch.inference_mode`` with the training precision's autocast.
+The ModelInterface methods live here; the training loop is ``loop.py`` (early stopping, progress and best weights
+are callbacks in ``callbacks.py``), checkpoints and LoRA ``building.py``, the ONNX export ``models/onnx_encoder``.
+Inference sorts rows by length, pads per batch and runs under ``torch.inference_mode`` with the training autocast.
 The saved folder is a standard ``save_pretrained`` folder (safetensors, real label names in ``id2label``), so
 ``transformers.pipeline("text-classification", model=folder)`` loads it unchanged (but applies no temperature).
 LoRA (PEFT) is configured with a ``peft`` block and saved merged (default) or as an adapter.
@@ -31,7 +30,7 @@ from models.hf_common.calibration import calibrate_temperature
 from models.hf_common.resolve import resolve_pretrained
 from models.hf_common.training import (ThreadBudget, autocast, class_weight_vector, keep_freed_memory_for_reuse,
                                        quiet_transformers, resolve_precision, token_lengths)
-from models.hf_common.truncation import head_tail_cut, head_tokens_for
+from models.hf_common.truncation import head_tokens_for, tokenize
 from models.hf_encoder.arguments import HFEncoderTrainingArguments
 from models.hf_encoder.building import load_pretrained, load_saved, set_activation_checkpointing, wrap_lora
 from models.hf_encoder.callbacks import encoder_callbacks
@@ -182,18 +181,9 @@ class HFEncoderClassifier(ModelInterface):
         return head_tokens_for(args.truncation, args.head_tokens, self._max_length)
 
     def encode(self, texts: list, pairs: list | None, idx: np.ndarray) -> dict:
-        batch_texts = [str(texts[i]) for i in idx]
         batch_pairs = None if pairs is None else [str(pairs[i]) for i in idx]
-        head = self.head_tokens
-        if head is not None and batch_pairs is None:
-            whole = self._tokenizer(batch_texts, truncation=False, padding=False, verbose=False)
-            cut = {key: [head_tail_cut(v, self._max_length, head) for v in values] for key, values in whole.items()}
-            encoded = self._tokenizer.pad(cut, return_tensors="pt")
-            return {key: value.to(self._device) for key, value in encoded.items()}
-        encoded = self._tokenizer(
-            batch_texts, batch_pairs, truncation=True, max_length=self._max_length, padding=True,
-            return_tensors="pt", verbose=False,
-        )
+        encoded = tokenize(self._tokenizer, [str(texts[i]) for i in idx], batch_pairs, self._max_length,
+                           self.head_tokens)
         return {key: value.to(self._device) for key, value in encoded.items()}
 
     def _check_pairs(self, data: TextDataset) -> None:
