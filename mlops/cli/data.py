@@ -32,7 +32,7 @@ def audit(
     jaccard_threshold: Annotated[float, typer.Option("--jaccard-threshold", min=0.05, max=1.0,
                                                      help="minhash: estimated Jaccard from which texts pair.")] = 0.8,
     cosine_threshold: Annotated[float, typer.Option("--cosine-threshold", min=-1.0, max=1.0,
-                                                    help="embedding: cosine similarity from which texts pair.")] = 0.95,
+                                                    help="embedding: cosine similarity from which texts pair.")] = 0.9,
     rank_by: Annotated[RankByOption, typer.Option(
         "--rank-by", help="Order of the flagged rows: p(given label), or its margin over the best other label.")
     ] = RankByOption.self_confidence,

@@ -37,7 +37,7 @@ def generate_splits(
                                   "shingles, Jaccard), embedding (MiniLM cosine, for paraphrases) or off.")
     ] = NearDuplicates.off,
     near_duplicate_threshold: Annotated[Optional[float], typer.Option(
-        "--near-duplicate-threshold", help="Jaccard (minhash, default 0.8) or cosine (embedding, default 0.95) "
+        "--near-duplicate-threshold", help="Jaccard (minhash, default 0.8) or cosine (embedding, default 0.9) "
                                            "from which two texts count as near-duplicates.")] = None,
     encoding: Encoding = "utf-8",
     strict: Annotated[bool, typer.Option("--strict", help="Fail on empty texts or labels instead of dropping them.")] = False,
