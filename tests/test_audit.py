@@ -13,32 +13,8 @@ import pytest
 from mlops.audit.label_issues import find_label_issues
 from mlops.data import near_duplicates as nd
 from mlops.data.splitting import SplitParameters, leakage_groups
+from tests.helpers.built import built_rows
 from tests.helpers.cli import assert_clean_failure, generate_splits
-
-WORDS = {
-    "negative": "awful dull boring tedious clumsy bland weak messy stale lifeless hollow tiresome".split(),
-    "neutral": "cinema screen reel frame scene studio script runtime cast crew sequel premiere".split(),
-    "positive": "superb moving witty charming vivid gripping tender clever radiant lovely brilliant fresh".split(),
-}
-FILLER = "the a film story it was with and of this in its".split()
-
-
-def built_rows(n: int = 300, *, labels=("negative", "positive"), flip: int = 15, seed: int = 0):
-    """Sentences from per-label vocabularies (separable), ``flip`` of them given another label."""
-    rng = np.random.default_rng(seed)
-    texts, given, truth = [], [], []
-    for i in range(n):
-        label = labels[i % len(labels)]
-        words = list(rng.choice(WORDS[label], 4)) + list(rng.choice(FILLER, 4))
-        rng.shuffle(words)
-        texts.append(" ".join(words) + f" {i}")
-        truth.append(label)
-    given = list(truth)
-    flipped = rng.choice(n, flip, replace=False)
-    for i in flipped:
-        given[i] = next(label for label in labels if label != truth[i])
-    return texts, given, set(int(i) for i in flipped)
-
 
 # --- confident learning ------------------------------------------------------------------------------------
 def _noisy_probabilities(rng, n: int, k: int):

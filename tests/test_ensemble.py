@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from models.ensemble.model import EnsembleClassifier, greedy_weights
+from tests.helpers.built import built_rows
 from tests.helpers.cli import generate_splits
-from tests.test_audit import built_rows
 
 FAST_ENSEMBLE = {"module_path": "models.ensemble.model", "class_name": "EnsembleClassifier",
                  "training_arguments": {"members": ["tfidf_logreg", "tfidf_svm"], "combiner": "greedy"}}
