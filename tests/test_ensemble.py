@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from models.ensemble.model import EnsembleClassifier, greedy_weights
-from tests.helpers.built import built_rows
+from tests.helpers.built import built_rows, write_built_csv
 from tests.helpers.cli import generate_splits
 
 FAST_ENSEMBLE = {"module_path": "models.ensemble.model", "class_name": "EnsembleClassifier",
@@ -31,10 +31,7 @@ def test_greedy_weights_prefer_the_better_member():
 
 @pytest.fixture
 def built_csv(tmp_path):
-    texts, given, _ = built_rows(240, labels=("negative", "neutral", "positive"), flip=10)
-    path = tmp_path / "built.csv"
-    pd.DataFrame({"text": texts, "label": given}).to_csv(path, index=False)
-    return path
+    return write_built_csv(tmp_path / "built.csv", 240, flip=10)
 
 
 def test_weights_are_fitted_on_val_rows_only(cli, artifacts, built_csv, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 
 from mlops.labelling.curve import fit_curve, nested_subsets, power_law
 from mlops.labelling.strategies import random_keys, select, uncertainty
-from tests.helpers.built import built_rows
+from tests.helpers.built import built_rows, write_built_csv
 from tests.helpers.cli import assert_clean_failure, generate_splits
 
 
@@ -64,10 +64,7 @@ def test_diverse_spreads_a_batch_over_clusters():
 
 @pytest.fixture
 def built_csv(tmp_path):
-    texts, given, _ = built_rows(300, labels=("negative", "neutral", "positive"), flip=0)
-    path = tmp_path / "built.csv"
-    pd.DataFrame({"text": texts, "label": given}).to_csv(path, index=False)
-    return path
+    return write_built_csv(tmp_path / "built.csv", 300)
 
 
 def _spy(monkeypatch, module, calls):

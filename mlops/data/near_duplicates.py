@@ -190,19 +190,6 @@ def embedding_pairs(vectors: np.ndarray, *, threshold: float = DEFAULT_COSINE, n
     return _sorted_pairs(a, b, similarity[keep], "embedding")
 
 
-def nearest_distances(vectors: np.ndarray, reference: np.ndarray, *, neighbours: int = 5,
-                      exclude_self: bool = False) -> np.ndarray:
-    """Mean cosine distance of each vector to its ``neighbours`` nearest reference vectors."""
-    from sklearn.neighbors import NearestNeighbors
-
-    k = min(neighbours + int(exclude_self), len(reference))
-    index = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(reference)
-    distances, _ = index.kneighbors(vectors)
-    if exclude_self:
-        distances = distances[:, 1:]
-    return distances.mean(axis=1)
-
-
 def _sorted_pairs(first: np.ndarray, second: np.ndarray, similarity: np.ndarray, method: str) -> Pairs:
     if len(first) == 0:
         return Pairs(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), method)

@@ -24,7 +24,7 @@ from mlops.core.model_interface import FitContext
 from mlops.core.plugins import NamedConfig
 from mlops.experiments.fold import fit_and_predict
 from mlops.experiments.service import Experiment, ExperimentService, RunType, dataset_at
-from mlops.labelling.curve import doubling_gain, extrapolation_check, fit_curve, nested_subsets
+from mlops.labelling.curve import doubling_gain, extrapolation_check, nested_subsets, power_law
 
 logger = logging.getLogger(__name__)
 
@@ -130,9 +130,7 @@ def _curve_plot(name: str, summary: dict[str, Any]) -> bytes:
     fit = summary["doubling"].get("fit")
     if fit:
         x = np.linspace(points[0][0], summary["doubling"]["to_rows"], 60)
-        fitted = {name: (x, fit["a"] - fit["b"] * np.power(x, -fit["c"]))}
+        fitted = {name: (x, power_law(x, fit["a"], fit["b"], fit["c"]))}
     return plots.labelled_rows_curves({name: points}, f"learning curve of {name} (folds: min-max; dashed: fitted, "
                                       "to 2x the rows)", fitted=fitted)
 
-
-__all__ = ["LabellingService", "CurveResult", "fit_curve"]

@@ -28,3 +28,12 @@ def built_rows(n: int = 300, *, labels=("negative", "positive"), flip: int = 15,
     for i in flipped:
         given[i] = next(label for label in labels if label != truth[i])
     return texts, given, set(int(i) for i in flipped)
+
+
+def write_built_csv(path, n: int, *, labels=("negative", "neutral", "positive"), flip: int = 0):
+    """``built_rows`` written as a text,label CSV at ``path``; returns the path."""
+    import pandas as pd
+
+    texts, given, _ = built_rows(n, labels=labels, flip=flip)
+    pd.DataFrame({"text": texts, "label": given}).to_csv(path, index=False)
+    return path
