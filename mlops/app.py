@@ -229,11 +229,12 @@ class Application:
         return LabellingService(self.service, device=self.device)
 
     @_writes("learning-curve")
-    def learning_curve(self, experiment_id: str, model_config_name: str, fractions: list[float], *,
-                       force: bool = False, on_step=None) -> CurveResult:
+    def learning_curve(self, experiment_id: str, model_config_name: str, fractions: list[float] | None = None, *,
+                       per_class: list[int] | None = None, force: bool = False, on_step=None) -> CurveResult:
         """``cli learning-curve``: each fold trained on nested stratified subsets of its training rows."""
         named = self.resolve_config(experiment_id, model_config_name)
-        return self._labelling().learning_curve(experiment_id, named, fractions, force=force, on_step=on_step)
+        return self._labelling().learning_curve(experiment_id, named, fractions, per_class=per_class, force=force,
+                                                on_step=on_step)
 
     @_writes("active-learning-sim")
     def active_learning_sim(self, experiment_id: str, model_config_name: str, settings: SimulationSettings, *,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.labelling.curve import fit_curve, nested_subsets, power_law
+from mlops.labelling.curve import fit_curve, nested_per_class, nested_subsets, power_law
 from mlops.labelling.strategies import random_keys, select, uncertainty
 from tests.helpers.built import built_rows, write_built_csv
 from tests.helpers.cli import assert_clean_failure, generate_splits
@@ -30,6 +30,19 @@ def test_nested_subsets_are_nested_stratified_and_seeded():
             assert (picked == label).sum() >= 1
     assert len(subsets[1.0]) == len(y)
     assert not np.array_equal(subsets[0.5], nested_subsets(y, fractions, seed=4)[0.5])
+
+
+def test_per_class_subsets_are_nested_balanced_and_share_the_fraction_order():
+    y = np.array(["a"] * 300 + ["b"] * 100 + ["c"] * 7)
+    subsets = nested_per_class(y, [16, 2, 8], seed=3)
+    assert list(subsets) == [2, 8, 16]
+    for small, large in ((2, 8), (8, 16)):
+        assert set(subsets[small]) <= set(subsets[large])
+    assert [int((y[subsets[8]] == label).sum()) for label in "abc"] == [8, 8, 7]  # c has only 7
+    assert [int((y[subsets[16]] == label).sum()) for label in "abc"] == [16, 16, 7]
+    # the same seeded order per class as the fractions: 8 per class of "b" are the first rows a fraction takes
+    b_rows = np.flatnonzero(y == "b")
+    assert set(subsets[8]) & set(b_rows) <= set(nested_subsets(y, [0.1], seed=3)[0.1])
 
 
 def test_power_law_fit_recovers_a_known_curve():
@@ -110,6 +123,14 @@ def test_learning_curve_trains_on_subsets_of_fold_training_rows(cli, artifacts, 
     again = cli("learning-curve", "--experiment-id", "lc", "--fractions", "0.25", "--fractions", "0.5",
                 "--fractions", "1.0")
     assert "Reused 9" in again.output and len(calls) == 9
+    few = cli("learning-curve", "--experiment-id", "lc", "--per-class", "4", "--per-class", "16", "--force")
+    assert "per class" in few.output and len(calls) == 15
+    for train, _, _ in calls[9:11]:
+        assert len(train) in (4 * 3, 16 * 3)  # three balanced classes
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["sizes"] == "per_class" and [p["per_class"] for p in summary["per_fraction"]] == [4, 16]
+    both = cli("learning-curve", "--experiment-id", "lc", "--per-class", "4", "--fractions", "0.5", expect=None)
+    assert_clean_failure(both, "not both")
     cli("run-backtesting", "--experiment-id", "lc", "--model-config-name", "tfidf_logreg")
     cli("report", "--experiment-id", "lc")
     html = (artifacts / "experiments" / "lc" / "reports" / "report.html").read_text()

@@ -40,9 +40,13 @@ def _steps(total: int, what: str):
 def learning_curve(
     experiment_id: ExperimentId,
     model_config_name: FastConfig = "tfidf_logreg",
-    fractions: Annotated[list[float], typer.Option(
-        "--fractions", help="Shares of each fold's training rows (nested, stratified); repeatable.")
-    ] = [0.125, 0.25, 0.5, 1.0],  # noqa: B006
+    fractions: Annotated[Optional[list[float]], typer.Option(
+        "--fractions", help="Shares of each fold's training rows (nested, stratified); repeatable. Default: "
+                            "0.125 0.25 0.5 1.")] = None,
+    per_class: Annotated[Optional[list[int]], typer.Option(
+        "--per-class", help="Instead of --fractions: this many rows of each class (few-shot sizes, nested; a class "
+                            "with fewer rows gives all it has); repeatable, e.g. --per-class 8 --per-class 64.")
+    ] = None,
     force: Force = False,
     device: Device = None,
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
@@ -51,11 +55,14 @@ def learning_curve(
     predicted gain from doubling the labels."""
     app = build_application(artifacts_dir, device)
     n_folds = len(app.service.load_experiment(experiment_id).plan.backtesting)
-    progress, step = _steps(n_folds * len(set(fractions)), "learning curve (fold x fraction)")
+    kind = "per_class" if per_class else "fraction"
+    n_sizes = len(set(per_class or fractions or [0.125, 0.25, 0.5, 1.0]))
+    progress, step = _steps(n_folds * n_sizes, f"learning curve (fold x {kind.replace('_', ' ')})")
     with progress:
-        result = app.learning_curve(experiment_id, model_config_name, list(fractions), force=force, on_step=step)
+        result = app.learning_curve(experiment_id, model_config_name, fractions, per_class=per_class, force=force,
+                                    on_step=step)
     s = result.summary
-    emit([{"fraction": r["fraction"], "rows": round(r["rows_mean"]), "macro_f1": cell(r["macro_f1_mean"]),
+    emit([{kind.replace("_", " "): r[kind], "rows": round(r["rows_mean"]), "macro_f1": cell(r["macro_f1_mean"]),
            "fold std": cell(r["macro_f1_std"]), "train s": cell(r["train_s_mean"])} for r in s["per_fraction"]],
          OutputFormat.table, f"learning curve of {s['model']} on {experiment_id} (mean over folds)")
     d = s["doubling"]
@@ -68,10 +75,11 @@ def learning_curve(
     else:
         out.print("The curve could not be fitted (it needs at least three fractions).")
     if (check := s["extrapolation_check"]) is not None:
-        out.print(f"Check: fitted on fractions up to 0.5, it predicts {check['predicted']:.4f} at the full rows; "
+        share = "sizes up to half the largest" if per_class else "fractions up to 0.5"
+        out.print(f"Check: fitted on {share}, it predicts {check['predicted']:.4f} at the full rows; "
                   f"measured {check['measured']:.4f} (error {check['error']:+.4f}).")
     if result.resumed:
-        out.print(f"Reused {result.resumed} finished (fold, fraction) runs; --force retrains them.")
+        out.print(f"Reused {result.resumed} finished (fold, size) runs; --force retrains them.")
     out.print(f"Wrote {result.directory} (summary.json, curve.png)")
 
 

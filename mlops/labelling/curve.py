@@ -19,17 +19,27 @@ DEFAULT_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 _BOOTSTRAPS = 200
 
 
+def _class_orders(y: np.ndarray, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    return {label: rng.permutation(np.flatnonzero(y == label)) for label in np.unique(y)}
+
+
 def nested_subsets(y: Sequence, fractions: Sequence[float], seed: int) -> dict[float, np.ndarray]:
     """Positions into ``y`` per fraction: stratified (each class's share kept, at least one row of each class)
     and nested (a smaller fraction's rows are inside every larger one's)."""
-    y = np.asarray(y)
-    rng = np.random.default_rng(seed)
-    orders = {label: rng.permutation(np.flatnonzero(y == label)) for label in np.unique(y)}
+    orders = _class_orders(np.asarray(y), seed)
     subsets = {}
     for fraction in sorted(fractions):
         picked = [order[: max(1, math.ceil(fraction * len(order) - 1e-9))] for order in orders.values()]
         subsets[fraction] = np.sort(np.concatenate(picked))
     return subsets
+
+
+def nested_per_class(y: Sequence, counts: Sequence[int], seed: int) -> dict[int, np.ndarray]:
+    """Positions into ``y`` per count: ``count`` rows of each class (all of a class that has fewer), nested like
+    ``nested_subsets`` and drawn from the same seeded order per class: the few-shot sizes of a learning curve."""
+    orders = _class_orders(np.asarray(y), seed)
+    return {count: np.sort(np.concatenate([order[:count] for order in orders.values()])) for count in sorted(counts)}
 
 
 def power_law(n, a, b, c):
@@ -85,7 +95,8 @@ def doubling_gain(rows: np.ndarray, scores: np.ndarray, folds: np.ndarray, full_
 
 
 def extrapolation_check(rows: np.ndarray, scores: np.ndarray, fractions: np.ndarray) -> dict[str, float] | None:
-    """Fit on the fractions up to 0.5 only, predict the score at the largest fraction, compare with the measured."""
+    """Fit on the fractions up to 0.5 only, predict the score at the largest fraction, compare with the measured.
+    (Per-class sizes pass their share of the largest size as ``fractions``.)"""
     top = fractions.max()
     early = fractions <= 0.5 + 1e-9
     if top <= 0.5 or len(np.unique(fractions[early])) < 3:

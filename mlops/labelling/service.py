@@ -24,7 +24,8 @@ from mlops.core.model_interface import FitContext
 from mlops.core.plugins import NamedConfig
 from mlops.experiments.fold import fit_and_predict
 from mlops.experiments.service import Experiment, ExperimentService, RunType, dataset_at
-from mlops.labelling.curve import doubling_gain, extrapolation_check, nested_subsets, power_law
+from mlops.labelling.curve import (DEFAULT_FRACTIONS, doubling_gain, extrapolation_check, nested_per_class,
+                                   nested_subsets, power_law)
 
 logger = logging.getLogger(__name__)
 
@@ -53,37 +54,48 @@ class LabellingService:
                 "config_sha256": config_fingerprint(named.config, RunType.backtesting), "seed": experiment.seed, **extra}
 
     # --- learning curve --------------------------------------------------------------------------------
-    def learning_curve(self, experiment_id: str, named: NamedConfig, fractions: list[float], *,
-                       force: bool = False, on_step=None) -> CurveResult:
-        fractions = sorted(set(float(f) for f in fractions))
-        if not fractions or fractions[0] <= 0 or fractions[-1] > 1:
-            raise ExperimentError(f"--fractions must be in (0, 1], found {fractions}.")
+    def learning_curve(self, experiment_id: str, named: NamedConfig, fractions: list[float] | None = None, *,
+                       per_class: list[int] | None = None, force: bool = False, on_step=None) -> CurveResult:
+        """Each fold trained on nested subsets of its training rows: shares of them (``fractions``) or ``per_class``
+        rows of each class (few-shot sizes); not both."""
+        if per_class:
+            if fractions:
+                raise ExperimentError("Give --fractions or --per-class, not both.")
+            sizes = sorted(set(int(n) for n in per_class))
+            if sizes[0] < 1:
+                raise ExperimentError(f"--per-class must be whole numbers of at least 1, found {sizes}.")
+            kind = "per_class"
+        else:
+            sizes = sorted(set(float(f) for f in (fractions or DEFAULT_FRACTIONS)))
+            if sizes[0] <= 0 or sizes[-1] > 1:
+                raise ExperimentError(f"--fractions must be in (0, 1], found {sizes}.")
+            kind = "fraction"
         experiment = self.service.load_experiment(experiment_id)
         data = self.service.load_data(experiment)
         directory = self.service.experiment_dir(experiment_id) / "learning_curve" / named.name
-        labels = experiment.labels
         points, resumed = [], 0
         for k, fold in enumerate(experiment.plan.backtesting):
             y = data.frame.loc[fold.train, "label"].to_numpy()
-            subsets = nested_subsets(y, fractions, seed=experiment.seed + k)
-            for fraction in fractions:
-                path = directory / f"fold_{k}" / f"fraction_{fraction:g}.json"
-                identity = self._identity(experiment, named, fold=k, fraction=fraction)
+            subsets = (nested_per_class(y, sizes, seed=experiment.seed + k) if kind == "per_class"
+                       else nested_subsets(y, sizes, seed=experiment.seed + k))
+            for size in sizes:
+                path = directory / f"fold_{k}" / f"{kind}_{size:g}.json"
+                identity = self._identity(experiment, named, fold=k, **{kind: size})
                 record = read_json(path) if path.is_file() and not force else None
                 if record is not None and record.get("identity") == identity:
                     resumed += 1
                 else:
-                    train_rows = fold.train[subsets[fraction]]
+                    train_rows = fold.train[subsets[size]]
                     record = self._train_and_score(experiment, named, k, data, train_rows, fold.val, fold.test)
                     record["identity"] = identity
                     path.parent.mkdir(parents=True, exist_ok=True)
                     write_json(path, record)
-                points.append({"fold": k + 1, "fraction": fraction, "rows": record["rows"]["train"],
+                points.append({"fold": k + 1, kind: size, "rows": record["rows"]["train"],
                                "macro_f1": record["metrics"]["macro_f1"], "accuracy": record["metrics"]["accuracy"],
                                "train_s": record["timings"].get("train_s")})
                 if on_step:
                     on_step()
-        summary = self._curve_summary(experiment, named, points, fractions, labels)
+        summary = _curve_summary(experiment, named, points, kind, sizes)
         directory.mkdir(parents=True, exist_ok=True)
         write_json(directory / SUMMARY_FILE, summary)
         (directory / "curve.png").write_bytes(_curve_plot(named.name, summary))
@@ -100,28 +112,30 @@ class LabellingService:
                 "rows": {"train": len(train_rows), "val": len(val_rows), "test": len(test_rows)},
                 "timings": outcome.timings}
 
-    @staticmethod
-    def _curve_summary(experiment: Experiment, named: NamedConfig, points: list[dict[str, Any]],
-                       fractions: list[float], labels: list[str]) -> dict[str, Any]:
-        rows = np.array([p["rows"] for p in points], dtype=np.float64)
-        scores = np.array([p["macro_f1"] for p in points])
-        folds = np.array([p["fold"] for p in points])
-        fraction_of = np.array([p["fraction"] for p in points])
-        per_fraction = []
-        for fraction in fractions:
-            at = fraction_of == fraction
-            per_fraction.append({"fraction": fraction, "rows_mean": float(rows[at].mean()),
-                                 "macro_f1_mean": float(scores[at].mean()), "macro_f1_std": float(scores[at].std(ddof=1))
-                                 if at.sum() > 1 else 0.0, "macro_f1_min": float(scores[at].min()),
-                                 "macro_f1_max": float(scores[at].max()),
-                                 "train_s_mean": float(np.mean([p["train_s"] or 0.0 for p, a in zip(points, at) if a]))})
-        full_rows = float(rows[fraction_of == max(fractions)].mean())
-        return {"experiment_id": experiment.experiment_id, "model": named.name, "config_source": named.source,
-                "config_sha256": config_fingerprint(named.config, RunType.backtesting), "labels": labels,
-                "metric": "macro_f1", "points": points, "per_fraction": per_fraction,
-                "doubling": {"from_rows": full_rows, "to_rows": 2 * full_rows,
-                             **doubling_gain(rows, scores, folds, full_rows, experiment.seed)},
-                "extrapolation_check": extrapolation_check(rows, scores, fraction_of)}
+
+def _curve_summary(experiment: Experiment, named: NamedConfig, points: list[dict[str, Any]], kind: str,
+                   sizes: list) -> dict[str, Any]:
+    """Per size (a fraction or a per-class count): the fold mean, spread and training time; the fitted doubling
+    gain; and the extrapolation check (per-class sizes count as their share of the largest size)."""
+    rows = np.array([p["rows"] for p in points], dtype=np.float64)
+    scores = np.array([p["macro_f1"] for p in points])
+    folds = np.array([p["fold"] for p in points])
+    size_of = np.array([p[kind] for p in points], dtype=np.float64)
+    per_size = []
+    for size in sizes:
+        at = size_of == size
+        per_size.append({kind: size, "rows_mean": float(rows[at].mean()),
+                         "macro_f1_mean": float(scores[at].mean()),
+                         "macro_f1_std": float(scores[at].std(ddof=1)) if at.sum() > 1 else 0.0,
+                         "macro_f1_min": float(scores[at].min()), "macro_f1_max": float(scores[at].max()),
+                         "train_s_mean": float(np.mean([p["train_s"] or 0.0 for p, a in zip(points, at) if a]))})
+    full_rows = float(rows[size_of == max(sizes)].mean())
+    return {"experiment_id": experiment.experiment_id, "model": named.name, "config_source": named.source,
+            "config_sha256": config_fingerprint(named.config, RunType.backtesting), "labels": experiment.labels,
+            "metric": "macro_f1", "sizes": kind, "points": points, "per_fraction": per_size,
+            "doubling": {"from_rows": full_rows, "to_rows": 2 * full_rows,
+                         **doubling_gain(rows, scores, folds, full_rows, experiment.seed)},
+            "extrapolation_check": extrapolation_check(rows, scores, size_of / max(sizes))}
 
 
 def _curve_plot(name: str, summary: dict[str, Any]) -> bytes:

@@ -233,7 +233,8 @@ def labelling_section(view: ExperimentView) -> Section | None:
         gain = "could not be fitted" if d["gain"] is None else f"{d['gain']:+.4f}" + (
             f" (95% interval {d['ci_low']:+.4f} to {d['ci_high']:+.4f})" if d["ci_low"] is not None else "")
         check = s.get("extrapolation_check")
-        checked = (f"; fitted on fractions up to 0.5 it predicted {check['predicted']:.4f} at the full rows, measured "
+        early = "sizes up to half the largest" if s.get("sizes") == "per_class" else "fractions up to 0.5"
+        checked = (f"; fitted on {early} it predicted {check['predicted']:.4f} at the largest, measured "
                    f"{check['measured']:.4f}" if check else "")
         section.blocks.append(Text(f"{name}: doubling the labelled rows ({d['from_rows']:.0f} -> {d['to_rows']:.0f} "
                                    f"per fold) gives macro-F1 {gain} by the fitted a - b*n^-c{checked}. "
