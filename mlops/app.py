@@ -12,6 +12,7 @@ from mlops.core.catalog import DEFAULT_CONFIG_DIR, ModelCatalog
 from mlops.core.errors import ConfigError, DataError, ExperimentError
 from mlops.core.io import check_writable_directory, read_json
 from mlops.core.model_folder import LoadedModel, Runtime, load_model
+from mlops.core.multilabel import Task
 from mlops.core.plugins import NamedConfig
 from mlops.core.provenance import PROJECT_ROOT
 from mlops.data.splitting import BacktestingStrategy, SplitParameters
@@ -91,10 +92,11 @@ class Application:
     @_writes("generate-splits")
     def generate_splits(self, experiment_id: str, input_file: Path, columns: Columns, params: SplitParameters, *,
                         encoding: str = "utf-8", strict: bool = False, force: bool = False,
-                        normalize_labels: bool = False, max_text_chars: int | None = DEFAULT_MAX_TEXT_CHARS) -> Experiment:
+                        normalize_labels: bool = False, max_text_chars: int | None = DEFAULT_MAX_TEXT_CHARS,
+                        task: Task | None = None) -> Experiment:
         return self.service.create_experiment(experiment_id, input_file, columns, params, encoding=encoding,
                                               strict=strict, force=force, normalize_labels=normalize_labels,
-                                              max_text_chars=max_text_chars)
+                                              max_text_chars=max_text_chars, task=task)
 
     @_writes("run-backtesting")
     def run_backtesting(self, experiment_id: str, model_config_names: list[str], *, force: bool = False,

@@ -74,10 +74,10 @@ def interval(bounds: list[float] | None, digits: int = 4) -> str | None:
 
 def print_run(result) -> None:
     summary = result.summary
+    names = ("micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss", "ece") if "micro_f1" in summary \
+        else ("accuracy", "macro_f1", "weighted_precision", "weighted_recall", "weighted_f1", "log_loss", "ece")
     rows = [{"metric": name, "mean": summary[name]["mean"], "std": summary[name]["std"],
-             "per_fold": summary[name]["per_fold"]}
-            for name in ("accuracy", "macro_f1", "weighted_precision", "weighted_recall", "weighted_f1", "log_loss",
-                         "ece")]
+             "per_fold": summary[name]["per_fold"]} for name in names]
     title = f"{result.run_type.value}: {result.config_name} on {result.experiment_id} ({summary['n_folds']} fold(s))"
     single = result.fold_metrics[0] if summary["n_folds"] == 1 else None
     if single is not None:  # one split: no spread across folds, so say how many rows and how sure
@@ -86,7 +86,9 @@ def print_run(result) -> None:
     emit(rows, OutputFormat.table, title)
     if single is not None:
         intervals = "95% CI: Wilson (accuracy), bootstrap of 1,000 resamples (macro-F1)"
-        if single.get("accuracy_ci") is None:
+        if "micro_f1" in summary:
+            intervals = "no intervals for multi-label scores yet: read the per-label support in metrics.json"
+        elif single.get("accuracy_ci") is None:
             intervals = "no intervals recorded (a fold from an older version; --force recomputes it)"
         out.print(f"One split of {single['n']} test rows; {intervals}.")
     if result.resumed_folds:

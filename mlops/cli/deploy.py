@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from mlops.cli.console import State, build_application, emit, err, out
+from mlops.cli.console import State, build_application, cell, emit, err, out
 from mlops.cli.options import (AllowExternal, ArtifactsDir, DEFAULT_ARTIFACTS, Device, Encoding, Format, ModelPath,
                                OutputFormat, TargetColumn, TextColumn, TextPairColumn)
 from mlops.core.choices import ExportPrecision, Runtime
@@ -48,6 +48,8 @@ def predict_new(
         raise DataError("pass exactly one of --input-file (a file to label) or --text (one text).")
     if text is not None:
         label, probabilities = application.predict_text(model_path, text, text_pair, runtime.value)
+        if isinstance(label, tuple):  # multi-label: the labels above their thresholds (maybe none)
+            label = ", ".join(label) or "(no label)"
         out.print(f"[bold]{label}[/]  " + "  ".join(f"{k}={v:.4f}" for k, v in probabilities.items()))
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -103,6 +105,9 @@ def evaluate_prediction(
     prediction_column: Annotated[str, typer.Option("--prediction-column")] = "predicted_label",
     target_column: TargetColumn = "label",
     id_column: Annotated[Optional[str], typer.Option("--id-column", help="Match rows by this column, not by position.")] = None,
+    label_separator: Annotated[Optional[str], typer.Option(
+        "--label-separator", help="Multi-label: both columns hold label sets joined by this; the prediction column "
+                                  "defaults to predicted_labels.")] = None,
     encoding: Encoding = "utf-8",
     fmt: Format = OutputFormat.table,
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
@@ -110,15 +115,20 @@ def evaluate_prediction(
     """Metrics of a predictions file against a labelled file."""
     metrics = build_application(artifacts_dir).evaluate_prediction(
         predictions_file, ground_truth_file, prediction_column=prediction_column, target_column=target_column,
-        id_column=id_column, encoding=encoding)
+        id_column=id_column, encoding=encoding, label_separator=label_separator)
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(metrics, indent=2) + "\n")
         return
-    rows = [{"metric": k, "value": metrics[k]} for k in
-            ("n", "accuracy", "macro_f1", "weighted_precision", "weighted_recall", "weighted_f1")]
-    emit(rows, fmt, "prediction metrics")
+    multi = "micro_f1" in metrics
+    names = (("n", "micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss") if multi else
+             ("n", "accuracy", "macro_f1", "weighted_precision", "weighted_recall", "weighted_f1"))
+    emit([{"metric": k, "value": metrics[k]} for k in names], fmt, "prediction metrics")
     if fmt is OutputFormat.table:
-        _print_confusion(metrics["confusion_matrix"])
+        if multi:
+            emit([{"label": label, **{k: cell(v[k]) for k in ("precision", "recall", "f1-score", "support")}}
+                  for label, v in metrics["per_class"].items()], OutputFormat.table, "per label")
+        else:
+            _print_confusion(metrics["confusion_matrix"])
 
 
 def _print_confusion(confusion: dict[str, Any]) -> None:

@@ -47,12 +47,34 @@ def generate_splits(
     max_text_chars: Annotated[int, typer.Option(
         "--max-text-chars", min=0, help="Cut longer texts to this many characters (logged with a count); 0: no "
                                         "limit.")] = 20_000,
+    label_separator: Annotated[Optional[str], typer.Option(
+        "--label-separator", help="Multi-label: the target column holds several labels joined by this (e.g. '|'); "
+                                  "splits use iterative stratification.")] = None,
+    target_columns: Annotated[Optional[list[str]], typer.Option(
+        "--target-columns", help="Multi-label: 0/1 columns, one per label (repeat the option); instead of "
+                                 "--target-column.")] = None,
+    allow_empty_labels: Annotated[bool, typer.Option(
+        "--allow-empty-labels", help="Multi-label: keep rows with no label (\"none of these\") instead of dropping "
+                                     "them.")] = False,
     force: Force = False,
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
 ) -> None:
     """Hold out a stratified test set, then plan the backtesting folds (no duplicate or group leakage)."""
+    from mlops.core.errors import DataError
+    from mlops.core.multilabel import DEFAULT_SEPARATOR, MULTI_LABEL, Task
     from mlops.data.splitting import SplitParameters
     from mlops.experiments.service import Columns
+
+    if label_separator is not None and target_columns:
+        raise DataError("--label-separator reads one column of joined labels and --target-columns reads one 0/1 "
+                        "column per label; give one of them.")
+    if label_separator == "":
+        raise DataError("--label-separator must not be empty; '|' or ';' are usual.")
+    multi = label_separator is not None or bool(target_columns)
+    if allow_empty_labels and not multi:
+        raise DataError("--allow-empty-labels is for multi-label data; add --label-separator or --target-columns.")
+    task = Task(MULTI_LABEL, separator=label_separator or DEFAULT_SEPARATOR, target_columns=tuple(target_columns or ()),
+                allow_empty=allow_empty_labels) if multi else None
 
     params = SplitParameters(
         test_size=test_size, backtesting_strategy=backtesting_strategy, cv_folds=cv_folds,
@@ -63,12 +85,14 @@ def generate_splits(
     columns = Columns(text=text_column, target=target_column, text_pair=text_pair_column, group=group_column)
     experiment = build_application(artifacts_dir).generate_splits(
         experiment_id, input_file, columns, params, encoding=encoding, strict=strict, force=force,
-        normalize_labels=normalize_labels, max_text_chars=max_text_chars or None,
+        normalize_labels=normalize_labels, max_text_chars=max_text_chars or None, task=task,
     )
     info = experiment.info
     sizes = info["split_sizes"]
     out.print(f"Experiment [bold]{experiment_id}[/]: {info['rows_used']} rows, labels {info['labels']}, "
               f"input sha256 {info['input_sha256'][:12]}")
+    if "label_counts" in info:
+        out.print(f"Multi-label: rows per label {info['label_counts']}; {info['rows_without_label']} rows with none.")
     if "near_duplicate_pairs" in info:
         out.print(f"Near-duplicates ({near_duplicates.value}): {info['near_duplicate_pairs']} pairs joined into groups.")
     if info["rows_dropped_empty"]:

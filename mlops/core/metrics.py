@@ -43,7 +43,7 @@ def expected_calibration_error(proba: np.ndarray, y_true: np.ndarray, n_bins: in
 
 def compute_metrics(
     y_true: Sequence[str], proba: np.ndarray | None, labels: Sequence[str], *, y_pred: Sequence[str] | None = None,
-    intervals: bool = False, seed: int = 0,
+    intervals: bool = False, seed: int = 0, thresholds: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, weighted P/R/F1, log-loss, ECE, a per-class report and the confusion matrix.
 
@@ -55,6 +55,11 @@ def compute_metrics(
     from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix, f1_score, log_loss,
                                  precision_recall_fscore_support)
 
+    from mlops.core.multilabel import is_label_sets, label_matrix, multi_label_metrics
+
+    if is_label_sets(y_true):  # label sets: see mlops.core.multilabel (``thresholds`` cut the probabilities)
+        return multi_label_metrics(y_true, proba, labels, thresholds=thresholds,
+                                   y_pred=None if y_pred is None else label_matrix(y_pred, list(labels)))
     labels = list(labels)
     y_true = np.asarray(y_true, dtype=object)
     if y_pred is None:
@@ -110,8 +115,12 @@ SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_precision", "weighted_recal
 def summarise_folds(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean, sample std and per-fold values of the headline metrics (None where a fold lacks the metric:
     no probabilities, or a fold resumed from before the metric was recorded)."""
+    from mlops.core.multilabel import MULTI_LABEL
+    from mlops.core.multilabel import SUMMARY_METRICS as MULTI_LABEL_METRICS
+
     summary: dict[str, Any] = {"n_folds": len(fold_metrics)}
-    for name in SUMMARY_METRICS:
+    multi = bool(fold_metrics) and fold_metrics[0].get("task") == MULTI_LABEL
+    for name in MULTI_LABEL_METRICS + ("accuracy",) if multi else SUMMARY_METRICS:
         raw = [m.get(name) for m in fold_metrics]
         if any(value is None for value in raw):
             summary[name] = {"mean": None, "std": None, "per_fold": raw}

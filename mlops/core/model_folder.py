@@ -25,6 +25,7 @@ from mlops.core.config import ModelConfig, config_json
 from mlops.core.errors import ExperimentError, MlopsError, ModelError
 from mlops.core.io import read_json, write_json
 from mlops.core.model_interface import ModelInterface, check_probabilities
+from mlops.core.multilabel import DEFAULT_THRESHOLD, Task
 from mlops.core.plugins import resolve_model_class
 from mlops.core.text_dataset import TextDataset
 
@@ -38,9 +39,14 @@ EXPORT_KIND = "onnx_export"
 
 
 def write_model_descriptor(directory: Path, config_name: str, config: ModelConfig, labels: list[str], *,
-                           text_pair: bool = False) -> None:
-    """The file that makes a saved model folder loadable: which class, which labels."""
+                           text_pair: bool = False, task: Task | None = None,
+                           thresholds: list[float] | None = None) -> None:
+    """The file that makes a saved model folder loadable: which class, which labels (multi-label: the task and
+    each label's decision threshold, tuned on the final model's val rows)."""
+    multi = task is not None and task.multi_label
     write_json(Path(directory) / MODEL_FILE, {
+        **({"task": {**task.to_dict(), "thresholds": list(thresholds or [DEFAULT_THRESHOLD] * len(labels))}}
+           if multi else {}),
         "format_version": MODEL_FORMAT_VERSION,
         "module_path": config.module_path,
         "class_name": config.class_name,
@@ -57,12 +63,14 @@ def is_model_folder(directory: Path) -> bool:
 
 
 def save_model_folder(directory: Path, model: ModelInterface, config_name: str, config: ModelConfig,
-                      labels: list[str], *, text_pair: bool = False) -> float:
+                      labels: list[str], *, text_pair: bool = False, task: Task | None = None,
+                      thresholds: list[float] | None = None) -> float:
     """The model's own files and its descriptor in ``directory`` (a scratch folder the caller renames into
     place once ``write_manifest`` has completed it); the seconds it took."""
     started = time.perf_counter()
     model.save(directory)
-    write_model_descriptor(directory, config_name, config, labels, text_pair=text_pair)
+    write_model_descriptor(directory, config_name, config, labels, text_pair=text_pair, task=task,
+                           thresholds=thresholds)
     return time.perf_counter() - started
 
 
@@ -100,6 +108,16 @@ class LoadedModel:
     @property
     def needs_text_pair(self) -> bool:
         return bool(self.info.get("text_pair"))
+
+    @property
+    def task(self) -> Task:
+        return Task.from_dict(self.info.get("task"))
+
+    @property
+    def thresholds(self) -> list[float] | None:
+        """Multi-label: each label's decision threshold; None for a single-label model."""
+        task = self.info.get("task") or {}
+        return [float(t) for t in task["thresholds"]] if task.get("thresholds") else None
 
     def predict_proba(self, data: TextDataset) -> np.ndarray:
         try:

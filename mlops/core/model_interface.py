@@ -48,6 +48,9 @@ class ModelInterface(ABC):
 
     #: The pydantic model that validates this class's ``training_arguments``.
     training_arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments
+    #: Whether ``fit`` takes label sets (``TextDataset.labels`` holding tuples) and ``predict_proba`` then returns
+    #: one independent probability per label (rows need not sum to 1). Others are refused for multi-label data.
+    supports_multi_label: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig, training_arguments: TrainingArguments | None = None) -> None:
         """Store the config and its typed arguments (validated here only when not given); no other work."""
@@ -95,7 +98,8 @@ class ModelInterface(ABC):
 
     @abstractmethod
     def predict_proba(self, data: TextDataset) -> np.ndarray:
-        """Probabilities of shape (len(data), len(self.labels)), rows summing to 1."""
+        """Probabilities of shape (len(data), len(self.labels)), rows summing to 1 (multi-label: each label's own
+        probability)."""
 
     @abstractmethod
     def save(self, directory: Path) -> None:

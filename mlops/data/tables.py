@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mlops.core.errors import DataError
+from mlops.core.multilabel import Task
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -292,29 +293,39 @@ def load_labelled_data(
     strict: bool = False,
     normalize_labels: bool = False,
     max_text_chars: int | None = None,
+    task: Task | None = None,
 ) -> LabelledData:
     """Load and clean a labelled table; rows with empty text or label are dropped (or refused if strict).
 
     Labels that differ only by case or spacing are refused, or with ``normalize_labels`` merged into their
-    most frequent spelling (see ``_reconcile_labels``).
+    most frequent spelling (see ``_reconcile_labels``). A multi-label ``task`` reads label sets (see
+    ``_label_sets``): the ``label`` column then holds tuples, and ``labels`` every label seen.
     """
     import pandas as pd
 
+    task = task or Task()
+    target_columns = list(task.target_columns) if task.multi_label and task.target_columns else []
     columns = table_columns(path, encoding)
     require_columns(
         columns,
-        {"--text-column": text_column, "--target-column": target_column,
-         "--text-pair-column": text_pair_column, "--group-column": group_column},
+        {"--text-column": text_column, "--target-column": None if target_columns else target_column,
+         "--text-pair-column": text_pair_column, "--group-column": group_column,
+         **{f"--target-columns ({c})": c for c in target_columns}},
         path,
     )
     check_text_columns(path, {"--text-column": text_column, "--text-pair-column": text_pair_column})
-    wanted = [c for c in dict.fromkeys([text_column, target_column, text_pair_column, group_column]) if c]
+    label_columns = target_columns or [target_column]
+    wanted = [c for c in dict.fromkeys([text_column, *label_columns, text_pair_column, group_column]) if c]
     raw = read_table(path, encoding, columns=wanted)
     if raw.empty:
         raise DataError(f"input file {path} has a header but no data rows.")
     frame = pd.DataFrame(index=raw.index)
     frame["text"] = clip_texts(raw[text_column].astype("string"), max_text_chars, f"texts of {path.name}")
-    frame["label"] = raw[target_column]
+    label_sets = _parse_label_sets(raw, path, task, target_column) if task.multi_label else None
+    if label_sets is not None:  # a placeholder for the empty-row rule below: a set with no label is empty
+        frame["label"] = ["set" if labels or task.allow_empty else "" for labels in label_sets]
+    else:
+        frame["label"] = raw[target_column]
     if text_pair_column:
         frame["text_pair"] = clip_texts(raw[text_pair_column].astype("string"), max_text_chars,
                                         f"second texts of {path.name}")
@@ -341,6 +352,11 @@ def load_labelled_data(
         missing = frame["group"].isna() | (frame["group"].astype(str).str.strip() == "")
         frame.loc[missing, "group"] = [f"\x00row{i}" for i in frame.index[missing]]
     frame = frame.astype(object)
+    if label_sets is not None:
+        what = "--target-columns" if task.target_columns else target_column
+        frame["label"], labels, merged = _reconcile_label_sets(label_sets.loc[frame.index], path, what,
+                                                               normalize_labels)
+        return LabelledData(frame=frame, dropped_empty=n_empty, labels=labels, merged_labels=merged)
     frame["label"], merged = _reconcile_labels(frame["label"], path, target_column, normalize_labels)
     labels = sorted(frame["label"].unique().tolist())
     if len(labels) < 2:
@@ -376,3 +392,51 @@ def _reconcile_labels(labels: pd.Series, path: Path, column: str,
                    "(--normalize-labels): %s", described)
     mapping = {spelling: spellings[0] for spellings in colliding for spelling in spellings[1:]}
     return labels.map(lambda value: mapping.get(value, value)), {s[0]: s[1:] for s in colliding}
+
+
+_TRUE = {"1", "1.0", "true", "yes", "y", "t"}
+_FALSE = {"0", "0.0", "false", "no", "n", "f"}
+
+
+def _parse_label_sets(raw: pd.DataFrame, path: Path, task: Task, target_column: str) -> pd.Series:
+    """Each row's labels as a tuple, as spelt in the file: from one column split at ``task.separator``, or
+    from ``task.target_columns`` (0/1, true/false or yes/no; a label per column named by its header)."""
+    import pandas as pd
+
+    if not task.target_columns:
+        cells = raw[target_column].astype("string").fillna("").tolist()
+        return pd.Series([tuple(dict.fromkeys(piece.strip() for piece in str(cell).split(task.separator) if piece.strip()))
+                          for cell in cells], index=raw.index, dtype=object)
+    flags = {}
+    for column in task.target_columns:
+        values = raw[column].astype("string").fillna("").str.strip().str.lower()
+        bad = ~values.isin(_TRUE | _FALSE)
+        if bad.any():
+            line = int(raw.index[bad][0]) + 2
+            raise DataError(f"column {column!r} (from --target-columns) of {path} must hold 0/1 (or true/false, "
+                            f"yes/no) for each row; found {raw[column].iloc[int(bad.argmax())]!r} at file line {line}. "
+                            "Fix the cell, or leave the column out of --target-columns.")
+        flags[column] = values.isin(_TRUE).to_numpy()
+    names = list(task.target_columns)
+    matrix = np.column_stack([flags[c] for c in names])
+    return pd.Series([tuple(n for n, on in zip(names, row) if on) for row in matrix], index=raw.index, dtype=object)
+
+
+def _reconcile_label_sets(label_sets: pd.Series, path: Path, what: str,
+                          normalize: bool) -> tuple[pd.Series, list[str], dict[str, list[str]]]:
+    """``_reconcile_labels`` over the labels inside the sets; the sets come back as tuples in label order."""
+    import pandas as pd
+
+    exploded = pd.Series([label for labels in label_sets for label in labels], dtype=object)
+    if exploded.empty:
+        raise DataError(f"no row of {path} has a label in {what}; check --label-separator or --target-columns.")
+    _, merged = _reconcile_labels(exploded, path, what, normalize)
+    mapping = {other: kept for kept, others in merged.items() for other in others}
+    labels = sorted({mapping.get(label, label) for label in exploded})
+    if len(labels) < 2:
+        raise DataError(f"{what} of {path} holds a single label ({labels[0]!r}); a multi-label task needs at least "
+                        "two. Check --label-separator or --target-columns.")
+    order = {label: i for i, label in enumerate(labels)}
+    sets = pd.Series([tuple(sorted({mapping.get(label, label) for label in row}, key=order.get)) for row in label_sets],
+                     index=label_sets.index, dtype=object)
+    return sets, labels, merged

@@ -15,6 +15,7 @@ from mlops.core.errors import DataError, ExperimentError
 from mlops.core.io import ensure_directory, file_problem, remove_stale_scratch, scratch_name
 from mlops.core.metrics import PREDICTED_COLUMN, compute_metrics, proba_column
 from mlops.core.model_folder import LoadedModel
+from mlops.core.multilabel import DEFAULT_THRESHOLD, PREDICTED_LABELS_COLUMN, decide, join_labels, label_sets_of
 from mlops.core.text_dataset import TextDataset
 from mlops.data.tables import DEFAULT_MAX_TEXT_CHARS, clip_texts, check_text_columns, iter_table_chunks, require_columns, table_columns
 
@@ -34,10 +35,14 @@ def _check_pair_usage(loaded: LoadedModel, has_pairs: bool, option: str) -> None
 
 
 def predict_texts(loaded: LoadedModel, texts: Sequence[str], text_pairs: Sequence[str] | None = None):
-    """(label, {label: probability}) for each text."""
+    """(label, {label: probability}) for each text; for a multi-label model the first item is the tuple of labels
+    whose probability reaches their threshold."""
     _check_pair_usage(loaded, text_pairs is not None, "--text-pair")
     proba = loaded.predict_proba(TextDataset(texts=list(texts), text_pairs=list(text_pairs) if text_pairs else None))
     labels = loaded.labels
+    if loaded.task.multi_label:
+        chosen = label_sets_of(decide(proba, loaded.thresholds), labels)
+        return [(chosen[i], dict(zip(labels, map(float, row), strict=True))) for i, row in enumerate(proba)]
     return [(labels[int(row.argmax())], dict(zip(labels, map(float, row), strict=True))) for row in proba]
 
 
@@ -74,7 +79,12 @@ def label_chunk(loaded: LoadedModel, chunk: pd.DataFrame, text_column: str, text
     proba = loaded.predict_proba(TextDataset(texts=texts.tolist(), text_pairs=pairs))
     labels = loaded.labels
     chunk = chunk.copy()
-    chunk[PREDICTED_COLUMN] = np.asarray(labels, dtype=object)[proba.argmax(axis=1)]
+    task = loaded.task
+    if task.multi_label:  # the labels at or above their thresholds, joined as in training
+        chunk[PREDICTED_LABELS_COLUMN] = [join_labels(row, task.separator)
+                                          for row in label_sets_of(decide(proba, loaded.thresholds), labels)]
+    else:
+        chunk[PREDICTED_COLUMN] = np.asarray(labels, dtype=object)[proba.argmax(axis=1)]
     for j, label in enumerate(labels):
         chunk[proba_column(label)] = proba[:, j]
     return chunk, int((texts.str.strip() == "").sum())
@@ -115,8 +125,12 @@ def predict_file(
                 chunk, n_empty = label_chunk(loaded, chunk, text_column, text_pair_column, max_text_chars)
                 empty += n_empty
                 chunk.to_csv(handle, header=rows == 0, index=False)
-                for label, n in zip(*np.unique(chunk[PREDICTED_COLUMN], return_counts=True), strict=True):
-                    counts[str(label)] += int(n)
+                if loaded.task.multi_label:  # rows predicted with each label
+                    for label in labels:
+                        counts[label] += int(chunk[proba_column(label)].ge(_threshold_of(loaded, label)).sum())
+                else:
+                    for label, n in zip(*np.unique(chunk[PREDICTED_COLUMN], return_counts=True), strict=True):
+                        counts[str(label)] += int(n)
                 rows += len(chunk)
                 if on_progress:
                     on_progress(len(chunk))
@@ -130,6 +144,10 @@ def predict_file(
     if empty:
         logger.warning("%d rows had an empty text; they were still labelled (from the model's prior)", empty)
     return PredictionSummary(output_file=output_file, rows=rows, label_counts=counts, empty_texts=empty)
+
+
+def _threshold_of(loaded: LoadedModel, label: str) -> float:
+    return (loaded.thresholds or [DEFAULT_THRESHOLD] * len(loaded.labels))[loaded.labels.index(label)]
 
 
 #: Columns that, when both files have them, must agree row by row for a positional match to be trusted.
@@ -171,11 +189,17 @@ def evaluate_predictions(
     target_column: str = "label",
     id_column: str | None = None,
     encoding: str = "utf-8",
+    label_separator: str | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a predictions file against labelled ground truth, matched by row order or an id column."""
+    """Metrics of a predictions file against labelled ground truth, matched by row order or an id column. With
+    ``label_separator`` both columns hold label sets joined by it (multi-label; the prediction column defaults
+    to ``predicted_labels``), and an empty cell is the empty set."""
     import pandas as pd
 
     from mlops.data.tables import read_table
+
+    if label_separator is not None and prediction_column == PREDICTED_COLUMN:
+        prediction_column = PREDICTED_LABELS_COLUMN
 
     if prediction_column == target_column:
         raise DataError(f"--prediction-column and --target-column are both {target_column!r}; they must name "
@@ -186,7 +210,8 @@ def evaluate_predictions(
                     predictions_file)
     require_columns(list(truth.columns), {"--target-column": target_column, "--id-column": id_column},
                     ground_truth_file)
-    blank = _blank_truth(truth[target_column], ground_truth_file, target_column)
+    blank = (pd.Series(False, index=truth.index) if label_separator is not None else
+             _blank_truth(truth[target_column], ground_truth_file, target_column))
     if id_column:
         truth = truth[~blank]
         for frame, path in ((truth, ground_truth_file), (predictions, predictions_file)):
@@ -214,6 +239,9 @@ def evaluate_predictions(
     if merged.empty:
         raise DataError(f"every --target-column {target_column!r} value of {ground_truth_file} is empty; there is "
                         "nothing to score. Check --target-column.")
+    if label_separator is not None:
+        return _evaluate_label_sets(merged, target_column, prediction_column, label_separator, ground_truth_file,
+                                    predictions_file)
     y_true = merged[target_column].astype(str).str.strip().to_numpy()
     y_pred = merged[prediction_column].fillna("").astype(str).str.strip().to_numpy()
     _check_shared_labels(set(y_true), set(y_pred), ground_truth_file, predictions_file)
@@ -228,6 +256,31 @@ def evaluate_predictions(
     metrics = compute_metrics(y_true, proba, labels, y_pred=y_pred)
     metrics["labels"] = labels
     metrics["rows_dropped_empty_truth"] = int(blank.sum())
+    return metrics
+
+
+def _evaluate_label_sets(merged: pd.DataFrame, target_column: str, prediction_column: str, separator: str,
+                         ground_truth_file: Path, predictions_file: Path) -> dict[str, Any]:
+    def sets(column: str) -> list[tuple[str, ...]]:
+        return [tuple(dict.fromkeys(p.strip() for p in str(cell).split(separator) if p.strip()))
+                for cell in merged[column].fillna("").astype(str)]
+
+    y_true, y_pred = sets(target_column), sets(prediction_column)
+    seen_true = {label for row in y_true for label in row}
+    seen_pred = {label for row in y_pred for label in row}
+    if seen_pred:
+        _check_shared_labels(seen_true, seen_pred, ground_truth_file, predictions_file)
+    labels = sorted(seen_true | seen_pred)
+    proba_columns = [proba_column(label) for label in labels]
+    proba = None
+    if all(c in merged.columns for c in proba_columns):
+        try:
+            proba = merged[proba_columns].astype(float).to_numpy()
+        except ValueError:
+            raise DataError(f"the proba_* columns of {predictions_file} are not all numbers.") from None
+    metrics = compute_metrics(y_true, proba, labels, y_pred=y_pred)
+    metrics["labels"] = labels
+    metrics["rows_dropped_empty_truth"] = 0
     return metrics
 
 

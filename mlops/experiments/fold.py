@@ -14,6 +14,8 @@ import numpy as np
 from mlops.core.errors import MlopsError, ModelError
 from mlops.core.metrics import PREDICTED_COLUMN, proba_column
 from mlops.core.model_interface import FitContext, ModelInterface, check_probabilities
+from mlops.core.multilabel import (DEFAULT_THRESHOLD, PREDICTED_LABELS_COLUMN, decide, is_label_sets, join_labels,
+                                   label_matrix, label_sets_of, tune_thresholds)
 from mlops.core.plugins import NamedConfig
 from mlops.core.text_dataset import TextDataset
 
@@ -30,13 +32,25 @@ def seed_everything(seed: int) -> None:
 
 
 def predictions_frame(
-    row_ids: np.ndarray, data: TextDataset, proba: np.ndarray, labels: Sequence[str]
+    row_ids: np.ndarray, data: TextDataset, proba: np.ndarray, labels: Sequence[str], *,
+    thresholds: Sequence[float] | None = None, separator: str | None = None,
 ) -> pd.DataFrame:
+    """One row per scored text: its truth, the prediction and a probability column per label. With
+    ``separator`` (multi-label) label sets are written joined by it, and the prediction is every label whose
+    probability reaches its threshold (``predicted_labels``)."""
     import pandas as pd
 
     frame = pd.DataFrame({"row_id": row_ids, "text": list(data.texts)})
     if data.text_pairs is not None:
         frame["text_pair"] = list(data.text_pairs)
+    if separator is not None:
+        if data.labels is not None:
+            frame["label"] = [join_labels(row, separator) for row in data.labels]
+        frame[PREDICTED_LABELS_COLUMN] = [join_labels(row, separator)
+                                          for row in label_sets_of(decide(proba, thresholds), list(labels))]
+        for j, label in enumerate(labels):
+            frame[proba_column(label)] = proba[:, j]
+        return frame
     if data.labels is not None:
         frame["label"] = list(data.labels)
     frame[PREDICTED_COLUMN] = np.asarray(labels, dtype=object)[proba.argmax(axis=1)]
@@ -52,6 +66,8 @@ class FoldOutcome:
     timings: dict[str, float] = field(default_factory=dict)
     #: The test probabilities before calibration, where the model calibrates and can give them (else None).
     proba_uncalibrated: np.ndarray | None = None
+    #: Multi-label: each label's decision threshold, tuned on the val rows (0.5 without them).
+    thresholds: list[float] | None = None
 
 
 def fit_and_predict(
@@ -71,11 +87,18 @@ def fit_and_predict(
     seed_everything(context.seed)
     timings: dict[str, float] = {}
     who = named.model_class.__name__
+    multi = is_label_sets(train.labels)
+    if multi and not named.model_class.supports_multi_label:
+        raise ModelError(f"{named.name} ({who}) does not support multi-label data; use a config of a family "
+                         "that does (tfidf_logreg, minilm and the other Hugging Face encoders).")
+    thresholds = None
     started = time.perf_counter()
     try:
         model = named.build()
         model.fit(train, val if val is not None and len(val) else None, labels=list(labels), context=context)
         timings["train_s"] = time.perf_counter() - started
+        if multi:
+            thresholds = _tuned_thresholds(model, val, labels, who)
         proba = uncalibrated = None
         if test is not None and len(test):
             started = time.perf_counter()
@@ -89,4 +112,13 @@ def fit_and_predict(
         raise
     except Exception as exc:  # model code is third-party territory: report it as a model failure
         raise ModelError(f"{who} failed: {type(exc).__name__}: {exc}") from exc
-    return FoldOutcome(model=model, proba=proba, timings=timings, proba_uncalibrated=uncalibrated)
+    return FoldOutcome(model=model, proba=proba, timings=timings, proba_uncalibrated=uncalibrated,
+                       thresholds=thresholds)
+
+
+def _tuned_thresholds(model: ModelInterface, val: TextDataset | None, labels: Sequence[str], who: str) -> list[float]:
+    """Per-label thresholds that maximise each label's F1 on the val rows; 0.5 everywhere without val rows."""
+    if val is None or not len(val):
+        return [DEFAULT_THRESHOLD] * len(labels)
+    proba = check_probabilities(model.predict_proba(val), len(val), labels, who)
+    return tune_thresholds(label_matrix(val.labels, list(labels)), proba).tolist()

@@ -43,6 +43,12 @@ def _throwaway_directory() -> Iterator[Path]:
         yield scratch
 
 
+def _separator(experiment: Experiment) -> str | None:
+    """How a multi-label experiment joins label sets in its files; None for one label per row."""
+    task = experiment.task
+    return task.separator if task.multi_label else None
+
+
 def is_main_process() -> bool:
     """False in the non-zero ranks of a torchrun / accelerate launch; only rank 0 writes artifacts."""
     return os.environ.get("RANK", "0") == "0"
@@ -167,19 +173,22 @@ class ExperimentRunner:
         t0 = time.perf_counter()
         # One split has no spread across folds to show how sure it is: give it 95% intervals instead.
         metrics = compute_metrics(test.labels, outcome.proba, experiment.labels, intervals=n_folds == 1,
-                                  seed=experiment.seed)
+                                  seed=experiment.seed, thresholds=outcome.thresholds)
         record = {
             "identity": identity,
             "metrics": metrics,
             "metrics_uncalibrated": (None if outcome.proba_uncalibrated is None else
-                                     compute_metrics(test.labels, outcome.proba_uncalibrated, experiment.labels)),
+                                     compute_metrics(test.labels, outcome.proba_uncalibrated, experiment.labels,
+                                                     thresholds=outcome.thresholds)),
             "timings": {**outcome.timings},
             "runtime": outcome.model.runtime_info(),
             "rows": {"train": len(fold.train), "val": len(fold.val), "test": len(test)},
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         if self.writes:
-            self._write_fold(fold_dir, predictions_frame(fold.test, test, outcome.proba, experiment.labels), record)
+            self._write_fold(fold_dir, predictions_frame(fold.test, test, outcome.proba, experiment.labels,
+                                                         thresholds=outcome.thresholds,
+                                                         separator=_separator(experiment)), record)
         record["timings"]["write_s"] = time.perf_counter() - t0
         logger.info("%s fold %d/%d: accuracy %.4f, macro-F1 %.4f (train %.1fs)", run_type.value, k + 1, n_folds,
                     metrics["accuracy"], metrics["macro_f1"], outcome.timings.get("train_s", 0.0))
@@ -336,9 +345,11 @@ class ExperimentRunner:
             train, val = dataset_at(data, fold.train), dataset_at(data, fold.val)
             outcome = LocalExecutor().fit(named, None, train, val, val, labels,
                                           self._context(experiment.seed, None, tracked.callbacks), scratch.parent)
-            val_metrics = compute_metrics(val.labels, outcome.proba, labels) if outcome.proba is not None else None
+            val_metrics = (compute_metrics(val.labels, outcome.proba, labels, thresholds=outcome.thresholds)
+                           if outcome.proba is not None else None)
             save_s = save_model_folder(scratch, outcome.model, named.name, named.config, labels,
-                                       text_pair=experiment.info["columns"].get("text_pair") is not None)
+                                       text_pair=experiment.info["columns"].get("text_pair") is not None,
+                                       task=experiment.task, thresholds=outcome.thresholds)
             timings = {"load_s": load_s, **outcome.timings, "save_s": save_s}
             write_manifest(scratch, self._final_manifest(experiment, named, fold, outcome, val_metrics, timings))
             if val_metrics is not None:

@@ -21,6 +21,7 @@ from mlops.core.model_folder import is_model_folder
 from mlops.core.provenance import environment_manifest
 from mlops.core.text_dataset import TextDataset
 from mlops.data.splitting import Fold, SplitParameters, SplitPlan, build_split_plan, leakage_groups
+from mlops.core.multilabel import Task, label_matrix
 from mlops.data.tables import DEFAULT_MAX_TEXT_CHARS, LabelledData, load_labelled_data
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,10 @@ class Experiment:
     @property
     def labels(self) -> list[str]:
         return list(self.info["labels"])
+
+    @property
+    def task(self) -> Task:
+        return Task.from_dict(self.info.get("task"))
 
     @property
     def seed(self) -> int:
@@ -171,6 +176,7 @@ class ExperimentService:
         force: bool = False,
         normalize_labels: bool = False,
         max_text_chars: int | None = DEFAULT_MAX_TEXT_CHARS,
+        task: Task | None = None,
     ) -> Experiment:
         directory = self.experiment_dir(experiment_id)
         self.experiment_ids()  # a file named experiments, an unreadable folder: say so before reading any data
@@ -185,8 +191,9 @@ class ExperimentService:
         data = load_labelled_data(
             input_file, text_column=columns.text, target_column=columns.target,
             text_pair_column=columns.text_pair, group_column=columns.group, encoding=encoding, strict=strict,
-            normalize_labels=normalize_labels, max_text_chars=max_text_chars,
+            normalize_labels=normalize_labels, max_text_chars=max_text_chars, task=task,
         )
+        task = task or Task()
         frame = data.frame
         texts = frame["text"].tolist()
         pairs = near_duplicate_pairs(comparable_texts(frame), params.near_duplicates,
@@ -201,7 +208,8 @@ class ExperimentService:
         if n_duplicate_rows:
             logger.info("%d rows share a normalised text%s or group with another row; each such group stays on "
                         "one side of every split", n_duplicate_rows, "" if pairs is None else " (or are near-duplicates)")
-        plan = build_split_plan(frame["label"].to_numpy(), groups, params)
+        y = label_matrix(frame["label"].tolist(), data.labels) if task.multi_label else frame["label"].to_numpy()
+        plan = build_split_plan(y, groups, params, labels=data.labels)
         row_ids = data.row_ids
         info = {
             "experiment_id": experiment_id,
@@ -215,7 +223,10 @@ class ExperimentService:
             "max_text_chars": max_text_chars or None,
             "columns": columns.__dict__,
             "labels": data.labels,
-            "class_counts": frame["label"].value_counts().sort_index().to_dict(),
+            **({"task": task.to_dict(),
+                "label_counts": dict(zip(data.labels, y.sum(axis=0).tolist())),
+                "rows_without_label": int((y.sum(axis=1) == 0).sum())} if task.multi_label else
+               {"class_counts": frame["label"].value_counts().sort_index().to_dict()}),
             "rows_used": len(frame),
             "rows_dropped_empty": data.dropped_empty,
             "rows_in_duplicate_or_group_clusters": int(n_duplicate_rows),
@@ -275,6 +286,7 @@ class ExperimentService:
             group_column=columns.group, encoding=info["encoding"], strict=info.get("strict", False),
             normalize_labels=info.get("normalize_labels", False),
             max_text_chars=info.get("max_text_chars"),  # absent in older experiments: they kept every character
+            task=experiment.task,
         )
         if len(data.frame) != info["rows_used"]:
             raise ExperimentError(f"{path} now yields {len(data.frame)} usable rows, not {info['rows_used']}.")

@@ -21,6 +21,7 @@ from mlops.core.class_balance import resolve_class_weight
 from mlops.core.config import HyperparameterSearch, ModelConfig
 from mlops.core.errors import ModelError
 from mlops.core.model_interface import FitContext, ModelInterface, TrainingArguments
+from mlops.core.multilabel import is_label_sets, label_matrix
 from mlops.core.text_dataset import TextDataset
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class TfidfLinearClassifier(ModelInterface):
     """A scikit-learn pipeline: TF-IDF features -> logistic regression or calibrated linear SVM."""
 
     training_arguments_class = TfidfTrainingArguments
+    supports_multi_label = True  # logistic regression only: one sigmoid per label (see multi_label.py)
 
     def __init__(self, config: ModelConfig, training_arguments: TfidfTrainingArguments | None = None) -> None:
         super().__init__(config, training_arguments)
@@ -117,6 +119,7 @@ class TfidfLinearClassifier(ModelInterface):
         self.search_result: dict | None = None
         self._calibration: dict | None = None  # runtime_info()["calibration"] where calibrated
         self._class_weight: dict | None = None  # what class_weight resolved to in fit, and why
+        self.multi_label = False
 
     @classmethod
     def check_hyperparameter_search(cls, search: HyperparameterSearch, arguments: TfidfTrainingArguments) -> str | None:
@@ -170,6 +173,8 @@ class TfidfLinearClassifier(ModelInterface):
         context = context or FitContext()
         if train.labels is None:
             raise ModelError("TfidfLinearClassifier.fit needs labelled training data.")
+        if is_label_sets(train.labels):
+            return self._fit_multi_label(train, labels, context)
         self.labels = list(labels)
         unknown = set(train.labels) - set(self.labels)
         if unknown:
@@ -198,6 +203,38 @@ class TfidfLinearClassifier(ModelInterface):
             logger.info("validation accuracy %.4f on %d rows (used for reporting only)", accuracy, len(val))
         method = self.training_arguments.calibration_method
         self._calibration = None if method is None else self._calibration_record(method, val if has_val else None)
+        return self
+
+    def _fit_multi_label(self, train: TextDataset, labels: Sequence[str], context: FitContext) -> TfidfLinearClassifier:
+        """One binary logistic regression per label over shared TF-IDF features."""
+        from sklearn.pipeline import Pipeline
+
+        from models.tfidf_linear.multi_label import MultiLabelLogistic
+
+        args = self.training_arguments
+        if args.classifier != "logistic_regression" or args.calibration is not None:
+            raise ModelError("multi-label TF-IDF is a logistic regression per label, uncalibrated: set "
+                             "training_arguments.classifier logistic_regression and calibration null (tfidf_logreg).")
+        if self.config.hyperparameter_search is not None:
+            raise ModelError("hyperparameter_search is not supported for multi-label data; use cli tune instead.")
+        self.labels, self.multi_label = list(labels), True
+        unknown = {label for row in train.labels for label in row} - set(self.labels)
+        if unknown:
+            raise ModelError(f"training labels {sorted(unknown)} are not in the label set {self.labels}.")
+        features = self._build_pipeline(args.model_copy(update={"class_weight": None}), context.seed).named_steps["features"]
+        classifier = MultiLabelLogistic(args.C, args.max_iter, args.class_weight, context.seed)
+        texts = _joined_texts(train)
+        with _one_blas_thread():
+            try:
+                matrix = features.fit_transform(texts)
+            except ValueError as exc:
+                raise _vocabulary_error(exc, args, len(texts)) or exc
+            classifier.fit(matrix, label_matrix(train.labels, self.labels))
+        self._pipeline = Pipeline([("features", features), ("classifier", classifier)])
+        if args.class_weight is not None:
+            self._class_weight = {"class_weight": "balanced", "labels": [self.labels[j] for j in classifier.weighted_],
+                                  "reason": "per label: " + ("every label" if args.class_weight == "balanced" else
+                                                             "labels present in under 40% or over 60% of the rows")}
         return self
 
     def _check_calibration_rows(self, train: TextDataset) -> None:
@@ -257,6 +294,9 @@ class TfidfLinearClassifier(ModelInterface):
         return np.asarray(self.labels, dtype=object)[proba.argmax(axis=1)]
 
     def predict_proba(self, data: TextDataset) -> np.ndarray:
+        if self.multi_label:  # one column per label already, in label order
+            source = self._pipeline if self._pipeline is not None else self._predictor
+            return np.asarray(source.predict_proba(_joined_texts(data)), dtype=np.float64)
         if self._pipeline is not None:
             raw, classes = self._pipeline.predict_proba(_joined_texts(data)), self._pipeline.classes_
         elif self._predictor is not None:
@@ -315,7 +355,7 @@ class TfidfLinearClassifier(ModelInterface):
             raise ModelError(f"this TF-IDF model cannot be saved in the pickle-free format: {exc}.") from None
         save_file(arrays, str(directory / WEIGHTS_FILE))
         meta.update(labels=self.labels, search_result=self.search_result, calibration=self._calibration,
-                    class_weight=self._class_weight)
+                    class_weight=self._class_weight, multi_label=self.multi_label)
         (directory / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
 
     @classmethod
@@ -339,4 +379,5 @@ class TfidfLinearClassifier(ModelInterface):
         model.search_result = meta.get("search_result")
         model._calibration = meta.get("calibration")
         model._class_weight = meta.get("class_weight")
+        model.multi_label = bool(meta.get("multi_label"))
         return model

@@ -17,8 +17,8 @@ import numpy as np
 from scipy.special import expit, softmax
 
 FORMAT_VERSION = 1
-#: Version 2 adds isotonic calibrators; version 1 files are read as before.
-READABLE_VERSIONS = (1, 2)
+#: Version 2 adds isotonic calibrators, version 3 multi-label models; older files are read as before.
+READABLE_VERSIONS = (1, 2, 3)
 CALIBRATION_METHODS = ("sigmoid", "isotonic")
 VECTORIZER_SETTINGS = ("analyzer", "ngram_range", "lowercase", "sublinear_tf", "norm", "use_idf", "smooth_idf",
                        "strip_accents", "token_pattern", "binary")
@@ -40,7 +40,14 @@ def export_pipeline(pipeline) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta["features"].append({"name": name, "settings": settings, "terms": terms})
         arrays[f"features.{name}.idf"] = np.asarray(vectorizer.idf_, dtype=np.float64)
     classifier = pipeline.named_steps["classifier"]
-    if isinstance(classifier, LogisticRegression):
+    from models.tfidf_linear.multi_label import MultiLabelLogistic
+
+    if isinstance(classifier, MultiLabelLogistic):  # one sigmoid per label; classes are column indices
+        meta["classifier"] = {"kind": "multi_label_logistic", "classes": [str(c) for c in classifier.classes_]}
+        meta["format_version"] = 3
+        arrays["classifier.coef"] = classifier.coef_.astype(np.float64)
+        arrays["classifier.intercept"] = classifier.intercept_.astype(np.float64)
+    elif isinstance(classifier, LogisticRegression):
         meta["classifier"] = {"kind": "logistic_regression", "classes": [str(c) for c in classifier.classes_]}
         arrays["classifier.coef"] = classifier.coef_.astype(np.float64)
         arrays["classifier.intercept"] = classifier.intercept_.astype(np.float64)
@@ -152,6 +159,8 @@ class LinearTfidfPredictor:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         features = self._features(texts)
+        if self.kind == "multi_label_logistic":
+            return expit(np.asarray(features @ self.arrays["classifier.coef"].T + self.arrays["classifier.intercept"]))
         if self.kind == "logistic_regression":
             scores = features @ self.arrays["classifier.coef"].T + self.arrays["classifier.intercept"]
             return _logistic_proba(np.asarray(scores))
