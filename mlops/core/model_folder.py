@@ -267,7 +267,7 @@ def write_export_files(directory: Path, source_dir: Path, config: ModelConfig, s
     """The descriptor and manifest that make ``directory`` (a scratch folder holding the exported files) an
     export of the model folder ``source_dir``, recognised by ``export_for`` while that model is unchanged."""
     write_model_descriptor(directory, f"{source.info.get('config_name', 'model')}-onnx", config, source.labels,
-                           text_pair=source.needs_text_pair)
+                           text_pair=source.needs_text_pair, task=source.task, thresholds=source.thresholds)
     write_manifest(directory, {"kind": EXPORT_KIND, "source_model_dir": str(Path(source_dir).resolve()),
                                "source_fingerprint": source_fingerprint(Path(source_dir)), **manifest})
 

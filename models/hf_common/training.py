@@ -248,6 +248,12 @@ def class_weight_vector(
     if spec is None:
         return None
     k = len(labels)
+    if np.ndim(y) == 2:  # label sets: a positive weight per label, negatives / positives (BCE's pos_weight)
+        if spec != "balanced":
+            raise ModelError("for multi-label data class_weight must be balanced, auto or null (per-label weights "
+                             "come from each label's share of positive rows).")
+        positives = np.asarray(y).sum(axis=0).astype(np.float64)
+        return np.where(positives > 0, (len(y) - positives) / np.maximum(positives, 1.0), 1.0)
     if spec == "balanced":
         counts = np.bincount(y, minlength=k).astype(np.float64)
         present = counts > 0

@@ -20,8 +20,10 @@ def _label_maps(labels: list[str]) -> dict[str, Any]:
             "label2id": {label: i for i, label in enumerate(labels)}}
 
 
-def load_pretrained(resolved: ResolvedModel, labels: list[str], args: HFEncoderTrainingArguments):
-    """(tokenizer, model): the checkpoint with a new head for ``labels``; the tokenizer gets a pad token."""
+def load_pretrained(resolved: ResolvedModel, labels: list[str], args: HFEncoderTrainingArguments, *,
+                    multi_label: bool = False):
+    """(tokenizer, model): the checkpoint with a new head for ``labels`` (a sigmoid per label with
+    ``multi_label``); the tokenizer gets a pad token."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -31,7 +33,7 @@ def load_pretrained(resolved: ResolvedModel, labels: list[str], args: HFEncoderT
             model, loading = AutoModelForSequenceClassification.from_pretrained(
                 resolved.source,
                 **_label_maps(labels),
-                problem_type="single_label_classification",
+                problem_type="multi_label_classification" if multi_label else "single_label_classification",
                 dtype=torch.float32,
                 ignore_mismatched_sizes=True,  # a checkpoint's own head may have another number of classes
                 trust_remote_code=args.trust_remote_code,

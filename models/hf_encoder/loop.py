@@ -98,6 +98,8 @@ class TrainStep:
     def loss(self, logits, targets):
         import torch.nn.functional as F
 
+        if targets.is_floating_point():  # label sets: a sigmoid per label; class_weights weigh positives
+            return F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=self.class_weights)
         return F.cross_entropy(logits.float(), targets, weight=self.class_weights,
                                label_smoothing=self.args.label_smoothing)
 

@@ -23,6 +23,7 @@ from mlops.core.callbacks import LoopState
 from mlops.core.config import ModelConfig
 from mlops.core.errors import ModelError
 from mlops.core.model_interface import FitContext, ModelInterface
+from mlops.core.multilabel import is_label_sets
 from mlops.core.text_dataset import TextDataset
 from models.hf_common.arithmetic import legacy_torch_arithmetic, torch_arithmetic
 from models.hf_common.batching import inference_batches, length_sorted_batches
@@ -37,6 +38,8 @@ from models.hf_encoder.callbacks import encoder_callbacks
 from models.hf_encoder.loop import (EncoderTrainingLoop, TrainingData, TrainStep, distributed_world,
                                     wrap_distributed)
 from models.hf_encoder.recipe import plan_training
+from models.hf_encoder.targets import (check_multi_label_arguments, encode_targets, multi_label_validation_score,
+                                       text_columns)
 
 logger = logging.getLogger(__name__)
 
@@ -44,23 +47,12 @@ META_FILE = "hf_encoder.json"
 META_FORMAT = 1
 
 
-def _columns(data: TextDataset) -> tuple[list, list | None]:
-    return list(data.texts), None if data.text_pairs is None else list(data.text_pairs)
-
-
-def _label_indices(values: Sequence[str], labels: list[str], what: str) -> np.ndarray:
-    index = {label: i for i, label in enumerate(labels)}
-    unknown = sorted({str(v) for v in values if str(v) not in index})
-    if unknown:
-        raise ModelError(f"{what} labels {unknown[:10]} are not in the label set {labels}.")
-    return np.fromiter((index[str(v)] for v in values), dtype=np.int64, count=len(values))
-
-
 class HFEncoderClassifier(ModelInterface):
     """``AutoModelForSequenceClassification`` fine-tuned with a lean loop; see the module docstring."""
 
     training_arguments_class = HFEncoderTrainingArguments
     training_arguments: HFEncoderTrainingArguments
+    supports_multi_label = True  # a sigmoid per label, binary cross-entropy (targets.py)
 
     def __init__(self, config: ModelConfig, training_arguments: HFEncoderTrainingArguments | None = None) -> None:
         super().__init__(config, training_arguments)
@@ -70,7 +62,7 @@ class HFEncoderClassifier(ModelInterface):
         self._precision = "fp32"
         self._max_length = 128
         self._eval_batch_size = 64
-        self._uses_pairs = False
+        self._uses_pairs = self.multi_label = False
         self._save_mode: Literal["full", "lora_merged", "lora_adapter"] = "full"
         self._base_model_ref: str | None = None
         self._threads: ThreadBudget | None = None
@@ -122,7 +114,7 @@ class HFEncoderClassifier(ModelInterface):
         resolved = resolve_pretrained(self.config.model_name)
         self._info["model_source"] = resolved.describe()
         self._base_model_ref = resolved.source if resolved.kind == "local" else resolved.name
-        self._tokenizer, model = load_pretrained(resolved, self.labels, args)
+        self._tokenizer, model = load_pretrained(resolved, self.labels, args, multi_label=self.multi_label)
         self._max_length = self._clip_max_length(args.max_length)
         self._save_mode = "full"
         if args.peft is not None:
@@ -164,6 +156,8 @@ class HFEncoderClassifier(ModelInterface):
 
         proba, truncated = self._predict(val)
         self._info["truncated"]["validation"] = truncated
+        if self.multi_label:
+            return multi_label_validation_score(proba, y_val)
         return float(f1_score(y_val, proba.argmax(axis=1), average="macro"))
 
     def _log_truncation(self, what: str, truncated: int, total: int) -> None:
@@ -204,13 +198,16 @@ class HFEncoderClassifier(ModelInterface):
             raise ModelError(f"a classifier needs at least two distinct labels, found {self.labels}.")
         if train.labels is None or len(train) == 0:
             raise ModelError("HFEncoderClassifier.fit needs labelled, non-empty training data.")
-        texts, pairs = _columns(train)
+        texts, pairs = text_columns(train)
         self._uses_pairs = pairs is not None
-        y = _label_indices(train.labels, self.labels, "training")
+        self.multi_label = is_label_sets(train.labels)
+        if self.multi_label:
+            check_multi_label_arguments(self.training_arguments)
+        y = encode_targets(train.labels, self.labels, "training")
         y_val = None
         if val is not None and val.labels is not None and len(val) > 0:
             self._check_pairs(val)
-            y_val = _label_indices(val.labels, self.labels, "validation")
+            y_val = encode_targets(val.labels, self.labels, "validation")
         return texts, pairs, y, y_val
 
     def fit(self, train: TextDataset, val: TextDataset | None = None, *, labels: Sequence[str],
@@ -283,7 +280,7 @@ class HFEncoderClassifier(ModelInterface):
         out = np.empty((len(data), len(self.labels)), dtype=np.float64)
         if len(data) == 0:
             return out, 0
-        texts, pairs = _columns(data)
+        texts, pairs = text_columns(data)
         lengths, truncated = token_lengths(self._tokenizer, texts, pairs, self._max_length)
         scale = self.temperature if temperature is None else temperature  # logits_only: the logits, unscaled
         was_training = model.training
@@ -293,7 +290,8 @@ class HFEncoderClassifier(ModelInterface):
                 inputs = self.encode(texts, pairs, idx)
                 with autocast(self._device, self._precision):
                     logits = model(**inputs).logits.float()
-                out[idx] = (logits if logits_only else torch.softmax(logits / scale, dim=-1)).cpu().numpy()
+                out[idx] = (logits if logits_only else torch.sigmoid(logits) if self.multi_label
+                            else torch.softmax(logits / scale, dim=-1)).cpu().numpy()
         model.train(was_training)
         return out, truncated
 
@@ -301,7 +299,7 @@ class HFEncoderClassifier(ModelInterface):
         """Mean-pooled, L2-normalised last hidden states of ``data`` (n, hidden), as sentence-transformers pools."""
         from models.hf_encoder.objectives import pooled_embeddings
 
-        texts, pairs = _columns(data)
+        texts, pairs = text_columns(data)
         lengths, _ = token_lengths(self._tokenizer, texts, pairs, self._max_length)
         return pooled_embeddings(self.fitted_module(), lambda idx: self.encode(texts, pairs, idx),
                                  length_sorted_batches(lengths, self._eval_batch_size), len(texts),
@@ -379,6 +377,7 @@ class HFEncoderClassifier(ModelInterface):
             raise ModelError(f"{directory}: config.json labels {id2label} do not match {META_FILE} labels "
                              f"{loaded.labels}; the folder was modified after saving.")
         loaded._model = model.to(loaded._device).eval()
+        loaded.multi_label = model.config.problem_type == "multi_label_classification"
         loaded._info.update(max_length=loaded._max_length, save_mode=loaded._save_mode,
                             model_source=meta.get("model_source"))
         if meta.get("calibration"):  # folders saved without calibration keep T = 1

@@ -32,6 +32,7 @@ class ExportableEncoder(Protocol):
     uses_text_pairs: bool
     temperature: float
     head_tokens: int | None  # truncation head_tail: tokens kept from the start; None: the head only
+    multi_label: bool  # a sigmoid per label
 
     def fitted_module(self) -> Any: ...
 
@@ -69,6 +70,7 @@ def _export_meta(classifier: ExportableEncoder, outcome, truncation_side: str) -
                     if outcome.rescore_margin_below else None),
         "opset": graph.OPSET,
         "temperature": classifier.temperature,
+        "multi_label": classifier.multi_label,
     }
 
 
@@ -79,6 +81,9 @@ def export_encoder_onnx(classifier: ExportableEncoder, directory: Path, *, preci
     from models.onnx_encoder.model import EXPORT_FILE, TOKENIZER_FILE, OnnxEncoderClassifier, open_session
 
     _check_exportable(classifier)
+    if classifier.multi_label and precision != "fp32":
+        raise ModelError("int8 exports are checked by how often the top label changes, which does not describe label "
+                         "sets; export a multi-label model with --precision fp32.")
     model = classifier.fitted_module()
     if hasattr(model, "merge_and_unload"):  # a LoRA adapter: export the merged weights
         model = copy.deepcopy(model).merge_and_unload()
@@ -109,7 +114,7 @@ def export_encoder_onnx(classifier: ExportableEncoder, directory: Path, *, preci
             Tokenizer.from_file(str(directory / TOKENIZER_FILE)), labels=classifier.labels,
             max_length=classifier.max_length, uses_text_pairs=classifier.uses_text_pairs,
             pad_token_id=tokenizer.pad_token_id, truncation_side=truncation_side, temperature=classifier.temperature,
-            head_tokens=classifier.head_tokens)
+            head_tokens=classifier.head_tokens, multi_label=classifier.multi_label)
         return runtime.predict_proba(check)
 
     with quiet_transformers():

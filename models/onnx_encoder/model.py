@@ -95,6 +95,7 @@ class OnnxEncoderClassifier(ModelInterface):
         self._rescore_session = None
         self._rescore_below = 0.0
         self._temperature = 1.0
+        self._multi_label = False
         self._info: dict[str, Any] = {}
 
     def fit(self, train: TextDataset, val: TextDataset | None = None, *, labels, context: FitContext | None = None):
@@ -133,7 +134,8 @@ class OnnxEncoderClassifier(ModelInterface):
         loaded = cls.from_parts(config, session, tokenizer, labels=meta["labels"], max_length=meta["max_length"],
                                 uses_text_pairs=meta["uses_text_pairs"], pad_token_id=meta.get("pad_token_id"),
                                 truncation_side=meta.get("truncation_side", "right"), training_arguments=args,
-                                temperature=float(meta.get("temperature", 1.0)), head_tokens=meta.get("head_tokens"))
+                                temperature=float(meta.get("temperature", 1.0)), head_tokens=meta.get("head_tokens"),
+                                multi_label=bool(meta.get("multi_label")))
         if rescore_session is not None:
             loaded._rescore_session, loaded._rescore_below = rescore_session, float(rescore["margin_below"])
         # the other workers' sessions are opened on the first call with more than one batch
@@ -148,7 +150,8 @@ class OnnxEncoderClassifier(ModelInterface):
     def from_parts(cls, config: ModelConfig, session, tokenizer, *, labels, max_length: int, uses_text_pairs: bool,
                    pad_token_id: int | None, truncation_side: str = "right",
                    training_arguments: OnnxEncoderArguments | None = None,
-                   temperature: float = 1.0, head_tokens: int | None = None) -> OnnxEncoderClassifier:
+                   temperature: float = 1.0, head_tokens: int | None = None,
+                   multi_label: bool = False) -> OnnxEncoderClassifier:
         """A classifier around an open session and a ``tokenizers.Tokenizer`` (used by the export's own check)."""
         import onnxruntime as ort
 
@@ -162,6 +165,7 @@ class OnnxEncoderClassifier(ModelInterface):
         if not temperature > 0:
             raise ModelError(f"the export's temperature must be > 0, found {temperature!r}; re-run `cli export-model`.")
         model._temperature = float(temperature)
+        model._multi_label = multi_label  # a sigmoid per label instead of the softmax
         args = model.training_arguments
         model._batch_size = args.layout(available_cores())[2]
         tokenizer.no_padding()
@@ -272,6 +276,9 @@ class OnnxEncoderClassifier(ModelInterface):
             feed["attention_mask"][i, :n] = 1
             feed["token_type_ids"][i, :n] = type_ids[row]
         logits = session.run(None, {name: feed[name] for name in self._input_names})[0].astype(np.float64)
+        if self._multi_label:
+            out[batch] = 1.0 / (1.0 + np.exp(-logits))
+            return
         if self._temperature != 1.0:
             logits /= self._temperature
         logits -= logits.max(axis=1, keepdims=True)
