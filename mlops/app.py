@@ -218,10 +218,17 @@ class Application:
         return tuner.tune(experiment_id, named, options)
 
     @_writes("audit")
+    def _single_label_only(self, experiment_id: str, command: str) -> None:
+        """Refuse ``command`` on a multi-label experiment (it assumes one class per row)."""
+        if self.service.load_experiment(experiment_id).task.multi_label:
+            raise ExperimentError(f"cli {command} assumes one label per row and does not support multi-label "
+                                  f"experiments yet; {experiment_id!r} is multi-label (see docs/multi_label.md).")
+
     def audit(self, experiment_id: str, settings: AuditSettings) -> AuditResult:
         """``cli audit``: label issues, near-duplicates and odd rows from the experiment's out-of-sample runs."""
         from mlops.audit.service import AuditService
 
+        self._single_label_only(experiment_id, "audit")
         configs = [self.resolve_config(experiment_id, name) for name in settings.model_config_names]
         return AuditService(self.service, device=self.device).run(experiment_id, configs, settings)
 
@@ -234,6 +241,7 @@ class Application:
     def learning_curve(self, experiment_id: str, model_config_name: str, fractions: list[float] | None = None, *,
                        per_class: list[int] | None = None, force: bool = False, on_step=None) -> CurveResult:
         """``cli learning-curve``: each fold trained on nested stratified subsets of its training rows."""
+        self._single_label_only(experiment_id, "learning-curve")
         named = self.resolve_config(experiment_id, model_config_name)
         return self._labelling().learning_curve(experiment_id, named, fractions, per_class=per_class, force=force,
                                                 on_step=on_step)
@@ -244,6 +252,7 @@ class Application:
         """``cli active-learning-sim``: rounds of suggest, reveal and retrain inside each fold, per strategy."""
         from mlops.labelling.simulation import simulate
 
+        self._single_label_only(experiment_id, "active-learning-sim")
         named = self.resolve_config(experiment_id, model_config_name)
         return simulate(self._labelling(), experiment_id, named, settings, force=force, on_step=on_step)
 
@@ -258,6 +267,9 @@ class Application:
         if Path(output_file).exists() and not force:
             raise ExperimentError(f"{output_file} already exists; pass --force to overwrite it or choose --output-file.")
         loaded = self.load_model(model_path, runtime)
+        if loaded.task.multi_label:
+            raise ExperimentError(f"{model_path} is a multi-label model; cli suggest-labels ranks rows by the "
+                                  "uncertainty of one label per row and does not support it yet.")
         return suggest_labels(loaded, input_file, output_file, n=n, strategy=strategy, text_column=text_column,
                               encoding=encoding, seed=seed, force=force, on_progress=on_progress)
 

@@ -139,6 +139,9 @@ def load_encoder(model_path: str, *, device: str | None = None, batch_size: int 
         from models.hf_encoder.model import HFEncoderClassifier
 
         loaded = load_model(path, runtime="torch", device=device, allow_external=allow_external)
+        if loaded.task.multi_label:
+            raise ModelError(f"{path} is a multi-label model; pseudo-labelling gives each row one label and does not "
+                             "support label sets yet.")
         if not isinstance(loaded.model, HFEncoderClassifier):
             raise ModelError(f"{path} holds a {type(loaded.model).__name__} model, which has no encoder to embed "
                              "texts with; pass a Hugging Face encoder model folder (train-final-model with an "

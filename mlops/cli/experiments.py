@@ -71,13 +71,14 @@ def compare_models_command(
     single = "mcnemar_p_value" in rows[0]
     shown = []
     for row in rows:
-        cells = {key: row[key] for key in ("rank", "model", "n_folds", "macro_f1_mean", "macro_f1_std", "accuracy_mean",
-                                           "accuracy_std", f"{metric.value}_per_fold")
+        extra = () if metric.value in ("macro_f1", "accuracy") else (f"{metric.value}_mean",)
+        cells = {key: row[key] for key in ("rank", "model", "n_folds", *extra, "macro_f1_mean", "macro_f1_std",
+                                           "accuracy_mean", "accuracy_std", f"{metric.value}_per_fold")
                  if (key != "accuracy_std" or metric is MetricOption.accuracy)
                  and not (single and key.endswith(("_std", "_per_fold")))}  # one fold: std 0, per fold = mean
         cells["diff"] = "baseline" if row["note"] == "baseline" else signed(row["diff_mean"])
         if single:
-            cells.update({"n test": row["n_test"], "95% CI": interval(row[f"{metric.value}_ci"], 3),
+            cells.update({"n test": row["n_test"], "95% CI": interval(row.get(f"{metric.value}_ci"), 3),
                           "b (model right)": row["n_discordant_model_right"],
                           "c (baseline right)": row["n_discordant_baseline_right"],
                           "McNemar p": p_value(row["mcnemar_p_value"])})

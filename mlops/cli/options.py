@@ -20,6 +20,9 @@ class OutputFormat(str, Enum):
 class MetricOption(str, Enum):
     macro_f1 = "macro_f1"
     accuracy = "accuracy"
+    micro_f1 = "micro_f1"  # the last three: multi-label experiments
+    samples_f1 = "samples_f1"
+    subset_accuracy = "subset_accuracy"
 
 
 ArtifactsDir = Annotated[

@@ -67,12 +67,14 @@ def fold_scores(scores: dict[str, list[float]], metric: str) -> bytes:
     return _png(figure)
 
 
-def confusion_matrices(matrix: np.ndarray, labels: list[str], title: str) -> bytes:
-    """Counts and row-normalised (recall per true class) confusion matrices side by side."""
+def confusion_matrices(matrix: np.ndarray, labels: list[str], title: str,
+                       row_totals: np.ndarray | None = None) -> bytes:
+    """Counts and row-normalised (recall per true class) confusion matrices side by side; ``row_totals``
+    (multi-label co-occurrence: the rows with each true label) replace the row sums as the normaliser."""
     k = len(labels)
     side = max(3.2, 0.42 * k + 1.6)
     figure = _figure(2 * side + 0.6, side + 0.4)
-    rows = matrix.sum(axis=1, keepdims=True)
+    rows = matrix.sum(axis=1, keepdims=True) if row_totals is None else np.asarray(row_totals).reshape(-1, 1)
     normalised = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
     for position, (values, name, fmt) in enumerate(((matrix, "counts", "d"), (normalised, "row-normalised", ".2f"))):
         axis = figure.add_subplot(1, 2, position + 1)
@@ -133,14 +135,15 @@ def reliability_diagram(curves: dict[str, dict[str, Any]], title: str) -> bytes:
     return _png(figure)
 
 
-def label_distribution(counts: dict[str, int]) -> bytes:
+def label_distribution(counts: dict[str, float], ylabel: str = "rows", title: str = "rows per label") -> bytes:
+    """A bar per label (rows by default; a per-label score with ``ylabel`` and ``title``)."""
     labels = list(counts)
     figure = _figure(max(3.2, 0.45 * len(labels) + 1.5), 2.6)
     axis = figure.add_subplot()
     axis.bar(range(len(labels)), [counts[label] for label in labels], color="tab:blue")
     _label_axis(axis, labels, "x")
-    axis.set_ylabel("rows")
-    axis.set_title("rows per label", fontsize=10)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize=10)
     axis.grid(axis="y", alpha=0.3)
     return _png(figure)
 

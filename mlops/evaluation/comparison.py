@@ -18,8 +18,10 @@ from mlops.core.statistics import (bayesian_correlated_ttest, corrected_resample
 from mlops.experiments.service import (METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, SUMMARY_FILE,
                                        Experiment, ExperimentService, RunType)
 
-#: The metrics compare-models ranks and tests by (per-fold values in each fold's metrics.json).
-COMPARISON_METRICS = ("macro_f1", "accuracy")
+#: The metrics compare-models ranks and tests by (per-fold values in each fold's metrics.json); the last three
+#: exist for multi-label experiments only (where accuracy is subset accuracy).
+COMPARISON_METRICS = ("macro_f1", "accuracy", "micro_f1", "samples_f1", "subset_accuracy")
+MULTI_LABEL_ONLY = ("micro_f1", "samples_f1", "subset_accuracy")
 #: What must be equal for two runs' folds to be the same rows: the data and the split parameters.
 SPLIT_FINGERPRINT = ("input_sha256", "split_parameters")
 FOLD_STATISTICS = ("diff_mean", "diff_ci_low", "diff_ci_high", "p_value", "prob_better", "prob_rope", "prob_worse")
@@ -110,6 +112,9 @@ def compare_models(service: ExperimentService, experiment_id: str, run_type: Run
     if not rope >= 0:
         raise ExperimentError(f"--rope must be >= 0, got {rope}.")
     experiment = service.load_experiment(experiment_id)  # clear error for an unknown experiment
+    if metric in MULTI_LABEL_ONLY and not experiment.task.multi_label:
+        raise ExperimentError(f"--metric {metric} is for multi-label experiments; {experiment_id!r} has one label per "
+                              "row: use macro_f1 or accuracy.")
     rows = _ranked_rows(service, experiment, run_type, metric)
     names = [row["model"] for row in rows]
     baseline = baseline or names[0]
@@ -163,6 +168,7 @@ def _ranked_rows(service: ExperimentService, experiment: Experiment, run_type: R
             "accuracy_std": summary["accuracy"]["std"],
             "macro_f1_per_fold": summary["macro_f1"]["per_fold"],
             "accuracy_per_fold": summary["accuracy"]["per_fold"],
+            **{f"{metric}_{part}": summary[metric][part] for part in ("mean", "std", "per_fold")},
             "caveat": _caveat(service, experiment_id, name, run_type),
         })
     if not rows:
@@ -290,8 +296,10 @@ def _discordant_rows(service: ExperimentService, experiment_id: str, run_type: R
         if not path.is_file():
             raise ExperimentError(f"{path} is missing; rerun `cli {_command(run_type)} --experiment-id "
                                   f"{experiment_id} --model-config-name {who} --force`.")
-        frames.append(pd.read_csv(path, usecols=["row_id", "label", "predicted_label"],
-                                  dtype={"label": str, "predicted_label": str}, keep_default_na=False))
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if "predicted_labels" in frame:  # label sets, compared whole (a row is right when its set is exact)
+            frame = frame.rename(columns={"predicted_labels": "predicted_label"})
+        frames.append(frame[["row_id", "label", "predicted_label"]])
     merged = frames[0].merge(frames[1], on="row_id", suffixes=("_model", "_baseline"))
     paired = all(frame.row_id.is_unique for frame in frames) and len(merged) == len(frames[0]) == len(frames[1])
     if not paired or (merged.label_model != merged.label_baseline).any():

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-FOLD_METRICS = ("accuracy", "macro_f1", "weighted_f1", "log_loss", "ece", "n")
+FOLD_METRICS = ("accuracy", "macro_f1", "weighted_f1", "log_loss", "ece", "n",
+                "micro_f1", "samples_f1", "subset_accuracy", "hamming_loss")  # the last four: multi-label folds
 
 
 class Backend:

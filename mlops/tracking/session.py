@@ -115,12 +115,14 @@ class FoldRun:
         self.tracking._each(lambda backend: backend.log_metrics(self.runs[backend.name], values), only=self.runs)
         with tempfile.TemporaryDirectory() as tmp:
             files = [folder / METRICS_FILE] if folder is not None and (folder / METRICS_FILE).is_file() else []
-            matrix = (metrics.get("confusion_matrix") or {}).get("matrix")
+            matrix = (metrics.get("confusion_matrix") or metrics.get("co_occurrence") or {}).get("matrix")
             if matrix is not None:
                 from mlops.core.plots import confusion_matrices
 
-                png = Path(tmp) / "confusion_matrix.png"
-                png.write_bytes(confusion_matrices(np.asarray(matrix), labels, "test rows"))
+                support = ([metrics["per_class"][label]["support"] for label in labels] if "co_occurrence" in metrics
+                           else None)  # multi-label: normalised by the rows with each true label
+                png = Path(tmp) / ("co_occurrence.png" if support is not None else "confusion_matrix.png")
+                png.write_bytes(confusion_matrices(np.asarray(matrix), labels, "test rows", row_totals=support))
                 files.append(png)
             self.tracking._each(lambda backend: backend.log_files(self.runs[backend.name], files), only=self.runs)
 

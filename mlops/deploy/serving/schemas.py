@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 
 
 class Prediction(BaseModel):
-    label: str
+    label: str | None = Field(default=None, description="the most probable label (a single-label model)")
+    labels: list[str] | None = Field(default=None, description="a multi-label model: every label at or above its "
+                                     "threshold (maybe none)")
     probabilities: dict[str, float]
 
 

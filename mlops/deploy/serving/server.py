@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mlops.core.errors import MlopsError
 from mlops.core.model_folder import LoadedModel, read_manifest, training_manifest
+from mlops.core.multilabel import decide, label_sets_of
 from mlops.deploy.serving.batching import MicroBatcher
 from mlops.deploy.serving.drain import RETRY_AFTER_S, Drain, DrainExpired
 from mlops.deploy.serving.metrics import ServerMetrics
@@ -67,6 +68,8 @@ def model_info(loaded: LoadedModel) -> dict[str, Any]:
         "model_dir": str(loaded.directory), "data_sha256": source.get("input_sha256"),
         "seed": source.get("seed"), "validation_metrics": _headline(source.get("validation_metrics")),
         "tool_version": version,
+        **({"task": "multi_label", "thresholds": dict(zip(loaded.labels, loaded.thresholds or []))}
+           if loaded.task.multi_label else {}),
     }
 
 
@@ -234,8 +237,14 @@ def _add_predict_routes(app: FastAPI, loaded: LoadedModel, settings: ServeSettin
         except DrainExpired:
             return _shutting_down()
         labels = loaded.labels
-        body = {"predictions": [{"label": labels[int(row.argmax())],
-                                 "probabilities": dict(zip(labels, map(float, row), strict=True))} for row in proba]}
+        if loaded.task.multi_label:
+            chosen = label_sets_of(decide(proba, loaded.thresholds), labels)
+            body = {"predictions": [{"labels": list(chosen[i]),
+                                     "probabilities": dict(zip(labels, map(float, row), strict=True))}
+                                    for i, row in enumerate(proba)]}
+        else:
+            body = {"predictions": [{"label": labels[int(row.argmax())],
+                                     "probabilities": dict(zip(labels, map(float, row), strict=True))} for row in proba]}
         # Encoded here: the body has PredictResponse's shape by construction, so FastAPI's validation and
         # re-serialisation through the response model would be pure per-request cost.
         return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")

@@ -34,6 +34,8 @@ class RunView:
 
     folds: list[dict[str, Any]]
     predictions: Predictions | None
+    #: Multi-label runs: the pooled (rows, labels) 0/1 matrices of true and predicted label sets.
+    label_sets: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def histories(self) -> list[list[dict[str, Any]]]:
@@ -106,8 +108,28 @@ def _run_view(experiment: Experiment, run_dir: Path, fold_dirs: list[Path]) -> R
                        "experiment's current ones (rerun it with --force)", run_dir, len(stale))
         return None
     labels = experiment.labels
-    return RunView(folds=[read_json(d / METRICS_FILE) for d in done],
-                   predictions=_pooled([_read_predictions(d / PREDICTIONS_FILE, labels) for d in done]))
+    folds = [read_json(d / METRICS_FILE) for d in done]
+    if experiment.task.multi_label:
+        return RunView(folds=folds, predictions=None,
+                       label_sets=_pooled_label_sets([d / PREDICTIONS_FILE for d in done], labels,
+                                                     experiment.task.separator))
+    return RunView(folds=folds, predictions=_pooled([_read_predictions(d / PREDICTIONS_FILE, labels) for d in done]))
+
+
+def _pooled_label_sets(paths: list[Path], labels: list[str], separator: str) -> tuple[np.ndarray, np.ndarray] | None:
+    import pandas as pd
+
+    from mlops.core.multilabel import PREDICTED_LABELS_COLUMN, label_matrix
+
+    frames = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in paths if p.is_file()]
+    if not frames:
+        return None
+    frame = pd.concat(frames)
+
+    def matrix(column: str) -> np.ndarray:
+        return label_matrix([[x for x in cell.split(separator) if x] for cell in frame[column]], labels)
+
+    return matrix("label"), matrix(PREDICTED_LABELS_COLUMN)
 
 
 def collect(service: ExperimentService, experiment_id: str) -> ExperimentView:

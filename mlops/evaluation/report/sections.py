@@ -10,6 +10,7 @@ import numpy as np
 from mlops.core import plots
 from mlops.evaluation.report.collect import ExperimentView, ModelView, RunView, confusion, per_class, reliability
 from mlops.evaluation.report.document import Image, Section, Table, Text
+from mlops.evaluation.report.multi_label import per_label_blocks
 
 #: compare-models' JSON columns, with the headings the report gives them.
 COMPARISON_COLUMNS = {"rank": "rank", "model": "model", "n_folds": "folds", "macro_f1_mean": "macro-F1 mean",
@@ -22,10 +23,13 @@ def data_section(view: ExperimentView) -> Section:
     info = view.experiment.info
     sizes = info["split_sizes"]
     params = info["split_parameters"]
-    counts = {str(k): int(v) for k, v in info["class_counts"].items()}
+    counts = {str(k): int(v) for k, v in (info.get("class_counts") or info["label_counts"]).items()}
+    multi = ("; multi-label: a row carries a set of labels (the counts below are rows with each label; "
+             f"{info['rows_without_label']} rows have none), split by iterative stratification"
+             if "label_counts" in info else "")
     section = Section("Data", [
         Text(f"{info['rows_used']} rows of {info['input_file']} (sha256 {info['input_sha256'][:12]}), "
-             f"{len(view.labels)} labels; {info['rows_dropped_empty']} rows dropped for an empty text or label; "
+             f"{len(view.labels)} labels{multi}; {info['rows_dropped_empty']} rows dropped for an empty text or label; "
              f"{info['rows_in_duplicate_or_group_clusters']} rows share a normalised text or group with another "
              "row and were kept on one side of every split."),
         Table(["label", "rows", "share"], [[label, n, n / info["rows_used"]] for label, n in counts.items()],
@@ -112,6 +116,8 @@ def model_section(model: ModelView, labels: list[str]) -> list[Section]:
     detail = sections[0].blocks
     curves = {}
     for run, name in ((model.backtesting, "backtesting (all folds' test rows)"), (model.holdout, "hold-out")):
+        if run is not None and run.label_sets is not None:
+            detail += per_label_blocks(model.name, run, labels, name)
         if run is None or run.predictions is None:
             continue
         table, matrix = _class_table(run, labels, f"Per class, {name}")
