@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.hf import build_tiny_bert, topic_data
+from helpers.hf import build_tiny_bert, multi_topic_data, topic_data
 from helpers.llm import build_tiny_causal_lm
 from mlops.core.config import ModelConfig
 from mlops.core.errors import ModelError
@@ -43,6 +43,7 @@ class Family:
     base: Callable[[Path], Path] | None = None  # builds the pretrained folder model_name points at
     trains: bool = True  # False: an export that loads and predicts only (fit and save refuse)
     learns: bool = False  # the tiny model separates the three topics well above chance
+    multi_label: bool | None = None  # takes label sets (None: as its class says); False: refuses them clearly
 
     def config(self, base_dir: Path | None) -> ModelConfig:
         return ModelConfig(module_path=self.module_path, class_name=self.class_name,
@@ -52,7 +53,7 @@ class Family:
 FAMILIES = [
     Family("tfidf", "models.tfidf_linear.model", "TfidfLinearClassifier", {"C": 10.0}, learns=True),
     Family("tfidf_svm", "models.tfidf_linear.model", "TfidfLinearClassifier", {"classifier": "linear_svm"},
-           learns=True),
+           learns=True, multi_label=False),
     Family("ensemble", "models.ensemble.model", "EnsembleClassifier",
            {"members": ["tfidf_logreg", "tfidf_svm"], "combiner": "greedy"}, learns=True),
     Family("ensemble_stacking", "models.ensemble.model", "EnsembleClassifier",
@@ -200,3 +201,56 @@ def test_every_model_package_is_covered():
 
     covered = {f.module_path for f in FAMILIES}
     assert set(available_model_modules()) - {"models.hf_common.model"} <= covered
+
+
+# --- multi-label: families that take label sets pass the same checks on them; the others refuse them ---------------
+
+ML_TEXTS, ML_SETS = multi_topic_data(150, seed=9)
+ML_LABELS = ["food", "sports", "tech"]
+ML_TRAIN, ML_VAL = TextDataset(ML_TEXTS[:100], ML_SETS[:100]), TextDataset(ML_TEXTS[100:125], ML_SETS[100:125])
+ML_TEST = TextDataset(ML_TEXTS[125:], ML_SETS[125:])
+#: A sigmoid per label starts learning later than a softmax on these tiny models: more epochs.
+ML_ARGUMENTS = {"encoder": {"epochs": 40}, "encoder_lora": {"epochs": 40}}
+
+
+@pytest.mark.parametrize("family", TRAINABLE, ids=lambda f: f.name)
+def test_label_sets_are_learned_or_refused(family, tmp_path):
+    from mlops.core.multilabel import multi_label_metrics
+    from mlops.experiments.fold import fit_and_predict
+
+    base = family.base(tmp_path) if family.base else None
+    config = family.config(base)
+    config = config.model_copy(update={"training_arguments": {**config.training_arguments,
+                                                              **ML_ARGUMENTS.get(family.name, {})}})
+    named = resolve(config, name=family.name, source=f"contract:{family.name}")
+    if not (named.model_class.supports_multi_label if family.multi_label is None else family.multi_label):
+        with pytest.raises(ModelError, match="multi-label"):
+            fit_and_predict(named, ML_TRAIN, ML_VAL, ML_TEST, ML_LABELS, _context(tmp_path / "work"))
+        return
+    outcome = fit_and_predict(named, ML_TRAIN, ML_VAL, ML_TEST, ML_LABELS, _context(tmp_path / "work"))
+    proba = outcome.proba
+    assert proba.shape == (len(ML_TEST), 3) and ((proba >= 0) & (proba <= 1)).all()
+    assert not np.allclose(proba.sum(axis=1), 1.0)  # independent per label, not a softmax
+    assert len(outcome.thresholds) == 3 and all(0 < t < 1 for t in outcome.thresholds)
+    if family.learns:
+        score = multi_label_metrics(ML_TEST.labels, proba, ML_LABELS, thresholds=outcome.thresholds)["micro_f1"]
+        every = multi_label_metrics(ML_TEST.labels, np.ones_like(proba), ML_LABELS)["micro_f1"]  # all labels, always
+        assert score >= every + 0.1, (score, every)
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    outcome.model.save(saved)
+    reloaded = type(outcome.model).load(saved, config, device="cpu")
+    np.testing.assert_allclose(reloaded.predict_proba(ML_TEST), proba, atol=1e-6)
+    again = fit_and_predict(named, ML_TRAIN, ML_VAL, ML_TEST, ML_LABELS, _context(tmp_path / "again"))
+    np.testing.assert_array_equal(again.proba, proba)
+    if family.name == "encoder":  # the ONNX export keeps the sigmoid (fp32 only)
+        out = tmp_path / "onnx"
+        out.mkdir()
+        facts = outcome.model.export_onnx(out, precision="fp32", calibration=TextDataset(ML_TEXTS[:8]),
+                                          check=ML_TEST, min_agreement=1.0)
+        runtime = ModelConfig(module_path=facts["module_path"], class_name=facts["class_name"])
+        export = resolve(runtime, name="onnx", source="contract").model_class.load(out, runtime, device="cpu")
+        np.testing.assert_allclose(export.predict_proba(ML_TEST), proba, atol=1e-4)
+        with pytest.raises(ModelError, match="fp32"):
+            outcome.model.export_onnx(tmp_path, precision="int8", calibration=TextDataset(ML_TEXTS[:8]),
+                                      check=ML_TEST, min_agreement=1.0)

@@ -126,6 +126,7 @@ class EncoderTrainingLoop:
                  callbacks: CallbackList, min_delta: float = 0.0) -> None:
         self.step, self.encode, self.device, self.precision = step, encode, device, precision
         self.threads, self.callbacks, self.min_delta = threads, callbacks, min_delta
+        self.monitor_name = "macro-F1"  # label sets: "micro-F1" (of the labels at 0.5)
 
     def _autocast(self):
         return autocast(self.device, self.precision)
@@ -165,7 +166,7 @@ class EncoderTrainingLoop:
         state.history.append(record)
         args = self.step.args
         logger.info("epoch %d/%d: train loss %.4f, %s%.1f samples/s", state.epoch, args.epochs, record["train_loss"],
-                    f"validation macro-F1 {record[MONITOR]:.4f} (best {state.best_score:.4f} at epoch "
+                    f"validation {self.monitor_name} {record[MONITOR]:.4f} (best {state.best_score:.4f} at epoch "
                     f"{state.best_epoch}), " if validate is not None else "", record["samples_per_second"])
         self.callbacks.on_epoch_end(state)
 

@@ -252,6 +252,7 @@ class HFEncoderClassifier(ModelInterface):
                                        args, context, model, use_val, labels=self.labels, class_weights=step.class_weights,
                                        embed_validation=(lambda: (self.embed(val), y_val)) if use_val else None),
                                    min_delta=args.early_stopping_min_delta)
+        loop.monitor_name = "micro-F1" if self.multi_label else "macro-F1"
         state = LoopState(model=model, epochs=args.epochs, batches_per_epoch=step.n_batches, rows=len(texts),
                           labels=list(self.labels))
         loop.run(state, TrainingData(texts, pairs, y, lengths), rng,
@@ -342,7 +343,7 @@ class HFEncoderClassifier(ModelInterface):
         meta = {"format": META_FORMAT, "labels": self.labels, "max_length": self._max_length,
                 "uses_text_pairs": self._uses_pairs, "save_mode": self._save_mode, "base_model": self._base_model_ref,
                 "trained_precision": self._info.get("precision"), "model_source": self._info.get("model_source"),
-                "calibration": self._info.get("calibration")}  # method, temperature, validation log-loss and ECE
+                "calibration": self._info.get("calibration"), "multi_label": self.multi_label}
         (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     @classmethod
@@ -377,7 +378,7 @@ class HFEncoderClassifier(ModelInterface):
             raise ModelError(f"{directory}: config.json labels {id2label} do not match {META_FILE} labels "
                              f"{loaded.labels}; the folder was modified after saving.")
         loaded._model = model.to(loaded._device).eval()
-        loaded.multi_label = model.config.problem_type == "multi_label_classification"
+        loaded.multi_label = bool(meta.get("multi_label"))  # a LoRA adapter's base config does not say
         loaded._info.update(max_length=loaded._max_length, save_mode=loaded._save_mode,
                             model_source=meta.get("model_source"))
         if meta.get("calibration"):  # folders saved without calibration keep T = 1

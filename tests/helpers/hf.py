@@ -119,3 +119,21 @@ def write_tiny_encoder_config(path: Path, base_dir: Path, **extra) -> Path:
                                 "model_name": str(build_tiny_bert(base_dir)), "training_arguments": arguments,
                                 **extra}))
     return path
+
+
+def multi_topic_data(n: int, seed: int = 0) -> tuple[list[str], list[tuple[str, ...]]]:
+    """``n`` sentences with label sets: each row mentions 0 to 3 of the topics (two keywords each), the empty set
+    and every combination occurring; sets are tuples in the order of ``TOPICS``."""
+    rng = np.random.default_rng(seed)
+    topics = list(TOPICS)
+    texts, sets = [], []
+    for i in range(n):
+        k = [0, 1, 1, 2, 2, 3][i % 6]
+        chosen = sorted(rng.choice(len(topics), size=k, replace=False).tolist())
+        words = list(rng.choice(FILLER, size=int(rng.integers(3, 7))))
+        for t in chosen:
+            for word in rng.choice(TOPICS[topics[t]], size=2, replace=False):
+                words.insert(int(rng.integers(0, len(words) + 1)), str(word))
+        texts.append(" ".join(words) + f" {i}")
+        sets.append(tuple(topics[t] for t in chosen))
+    return texts, sets
