@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1200)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--artifacts-dir", type=Path, help="keep the experiments here (default: a temporary folder); "
+                        "a rerun resumes every finished (fold, size) run and reuses the splits")
     args = parser.parse_args()
 
     import numpy as np
@@ -48,15 +50,17 @@ def main() -> None:
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        app = Application(tmp / "artifacts")
+        root = args.artifacts_dir or Path(tmp)
+        app = Application(root / "artifacts")
         for dataset in args.datasets:
             frame = pd.read_csv(SHAPES[dataset])
             if len(frame) > args.rows:
                 frame = frame.sample(args.rows, random_state=7)
-            csv = tmp / f"{dataset}.csv"
-            frame[["text", "label"]].to_csv(csv, index=False)
-            app.generate_splits(dataset, csv, Columns(), SplitParameters(cv_folds=args.folds, seed=42))
+            csv = root / f"{dataset}.csv"
+            if dataset not in app.service.experiment_ids():
+                root.mkdir(parents=True, exist_ok=True)
+                frame[["text", "label"]].to_csv(csv, index=False)
+                app.generate_splits(dataset, csv, Columns(), SplitParameters(cv_folds=args.folds, seed=42))
             experiment = app.service.load_experiment(dataset)
             n_train = float(np.mean([len(f.train) for f in experiment.plan.backtesting]))
             n_test = float(np.mean([len(f.test) for f in experiment.plan.backtesting]))

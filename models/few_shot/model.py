@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Sequence
@@ -133,9 +134,13 @@ class SetFitClassifier(ModelInterface):
         body.max_seq_length = args.max_length
         head = LogisticRegression(C=args.head_c, max_iter=1000, random_state=context.seed)
         model = SetFitModel(model_body=body, model_head=head)
+        # SetFit draws num_iterations positive and negative pairs per row; the Trainer's max_steps would repeat
+        # them until it is reached, so it is set only when the pairs would take more steps than the budget.
+        steps = math.ceil(2 * args.num_iterations * len(y) / args.batch_size) * args.num_epochs
         settings = SetFitArguments(
             output_dir=str(work_dir / "setfit"), batch_size=args.batch_size, num_epochs=args.num_epochs,
-            num_iterations=args.num_iterations, max_steps=args.max_steps or -1,
+            num_iterations=args.num_iterations,
+            max_steps=args.max_steps if args.max_steps and args.max_steps < steps else -1,
             body_learning_rate=args.body_learning_rate, warmup_proportion=args.warmup_proportion,
             max_length=args.max_length, seed=context.seed, report_to="none", save_strategy="no",
             logging_strategy="no", show_progress_bar=context.show_progress)
