@@ -13,7 +13,8 @@ import pytest
 from helpers.cli import REVIEW_COLUMNS, generate_splits
 from mlops.core.config import ModelConfig
 from mlops.core.errors import ModelError
-from mlops.core.metrics import compute_metrics, expected_calibration_error
+from mlops.core.calibration_error import expected_calibration_error
+from mlops.core.metrics import compute_metrics
 from mlops.core.model_interface import FitContext
 from mlops.core.plugins import resolve
 from mlops.core.text_dataset import TextDataset

@@ -12,7 +12,8 @@ import pytest
 
 from helpers.hf import multi_topic_data
 from mlops.core.multilabel import decide, label_matrix, multi_label_metrics, tune_thresholds
-from mlops.data.splitting import SplitParameters, build_split_plan, iterative_fold_ids, leakage_groups
+from mlops.data.label_set_splits import iterative_fold_ids
+from mlops.data.splitting import SplitParameters, build_split_plan, leakage_groups
 from tests.helpers.cli import assert_clean_failure, generate_splits
 
 LABELS = ["food", "sports", "tech"]

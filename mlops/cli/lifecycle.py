@@ -60,21 +60,10 @@ def generate_splits(
     artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
 ) -> None:
     """Hold out a stratified test set, then plan the backtesting folds (no duplicate or group leakage)."""
-    from mlops.core.errors import DataError
-    from mlops.core.multilabel import DEFAULT_SEPARATOR, MULTI_LABEL, Task
     from mlops.data.splitting import SplitParameters
     from mlops.experiments.service import Columns
 
-    if label_separator is not None and target_columns:
-        raise DataError("--label-separator reads one column of joined labels and --target-columns reads one 0/1 "
-                        "column per label; give one of them.")
-    if label_separator == "":
-        raise DataError("--label-separator must not be empty; '|' or ';' are usual.")
-    multi = label_separator is not None or bool(target_columns)
-    if allow_empty_labels and not multi:
-        raise DataError("--allow-empty-labels is for multi-label data; add --label-separator or --target-columns.")
-    task = Task(MULTI_LABEL, separator=label_separator or DEFAULT_SEPARATOR, target_columns=tuple(target_columns or ()),
-                allow_empty=allow_empty_labels) if multi else None
+    task = _task(label_separator, target_columns, allow_empty_labels)
 
     params = SplitParameters(
         test_size=test_size, backtesting_strategy=backtesting_strategy, cv_folds=cv_folds,
@@ -102,6 +91,23 @@ def generate_splits(
         out.print(f"  fold {k + 1}: train {fold['train']}, val {fold['val']}, test {fold['test']}")
     out.print(f"Final model: train {sizes['final_model']['train']}, val {sizes['final_model']['val']}")
     out.print(f"Saved to {experiment.directory}")
+
+
+def _task(label_separator: str | None, target_columns: list[str] | None, allow_empty_labels: bool):
+    """The multi-label task the options describe, or None (one label per row)."""
+    from mlops.core.errors import DataError
+    from mlops.core.multilabel import DEFAULT_SEPARATOR, MULTI_LABEL, Task
+
+    if label_separator is not None and target_columns:
+        raise DataError("--label-separator reads one column of joined labels and --target-columns reads one 0/1 "
+                        "column per label; give one of them.")
+    if label_separator == "":
+        raise DataError("--label-separator must not be empty; '|' or ';' are usual.")
+    multi = label_separator is not None or bool(target_columns)
+    if allow_empty_labels and not multi:
+        raise DataError("--allow-empty-labels is for multi-label data; add --label-separator or --target-columns.")
+    return Task(MULTI_LABEL, separator=label_separator or DEFAULT_SEPARATOR, target_columns=tuple(target_columns or ()),
+                allow_empty=allow_empty_labels) if multi else None
 
 
 @commands.command("run-backtesting")

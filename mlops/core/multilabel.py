@@ -108,7 +108,7 @@ def tune_thresholds(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
 
 def _binary_ece(proba: np.ndarray, truth: np.ndarray, n_bins: int) -> float:
     """ECE of one label's probability as a binary forecast (confidence: max(p, 1 - p))."""
-    from mlops.core.metrics import expected_calibration_error
+    from mlops.core.calibration_error import expected_calibration_error
 
     two = np.column_stack([1.0 - proba, proba])
     return expected_calibration_error(two, truth.astype(np.int64), n_bins)
@@ -120,7 +120,7 @@ def multi_label_metrics(label_sets: Sequence[Sequence[str]], proba: np.ndarray |
     ``proba`` cut at ``thresholds`` (0.5 when None)."""
     from sklearn.metrics import accuracy_score, f1_score, hamming_loss, precision_recall_fscore_support
 
-    from mlops.core.metrics import ECE_BINS
+    from mlops.core.calibration_error import ECE_BINS
 
     labels = list(labels)
     y_true = label_matrix(label_sets, labels)

@@ -16,6 +16,7 @@ import numpy as np
 
 from mlops.core.errors import DataError
 from mlops.core.multilabel import Task
+from mlops.data.labels import parse_label_sets, reconcile_label_sets, reconcile_labels
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -282,6 +283,22 @@ def clip_texts(values: pd.Series, limit: int | None, what: str) -> pd.Series:
     return values
 
 
+def _drop_empty(frame: pd.DataFrame, required: list[str], path: Path, strict: bool) -> tuple[pd.DataFrame, int]:
+    """``frame`` without the rows whose ``required`` columns are empty (refused with ``strict``), and their count."""
+    empty = frame[required].isna().any(axis=1) | (frame[required] == "").any(axis=1)
+    n_empty = int(empty.sum())
+    if n_empty:
+        where = (frame.index[empty][:5] + 2).tolist()  # +2: header line and 1-based numbering
+        if strict:
+            raise DataError(
+                f"{n_empty} rows of {path} have an empty or missing text or label (first at file lines {where}); "
+                "fix them, or drop --strict to skip them with a count."
+            )
+        logger.warning("dropped %d rows with empty or missing text/label (file lines %s...); use --strict to fail instead",
+                       n_empty, where)
+    return frame[~empty], n_empty
+
+
 def load_labelled_data(
     path: Path,
     *,
@@ -298,8 +315,8 @@ def load_labelled_data(
     """Load and clean a labelled table; rows with empty text or label are dropped (or refused if strict).
 
     Labels that differ only by case or spacing are refused, or with ``normalize_labels`` merged into their
-    most frequent spelling (see ``_reconcile_labels``). A multi-label ``task`` reads label sets (see
-    ``_label_sets``): the ``label`` column then holds tuples, and ``labels`` every label seen.
+    most frequent spelling (see ``mlops.data.labels``). A multi-label ``task`` reads label sets: the ``label``
+    column then holds tuples, and ``labels`` every label seen.
     """
     import pandas as pd
 
@@ -321,7 +338,7 @@ def load_labelled_data(
         raise DataError(f"input file {path} has a header but no data rows.")
     frame = pd.DataFrame(index=raw.index)
     frame["text"] = clip_texts(raw[text_column].astype("string"), max_text_chars, f"texts of {path.name}")
-    label_sets = _parse_label_sets(raw, path, task, target_column) if task.multi_label else None
+    label_sets = parse_label_sets(raw, path, task, target_column) if task.multi_label else None
     if label_sets is not None:  # a placeholder for the empty-row rule below: a set with no label is empty
         frame["label"] = ["set" if labels or task.allow_empty else "" for labels in label_sets]
     else:
@@ -333,19 +350,7 @@ def load_labelled_data(
         frame["group"] = raw[group_column]
     for column in frame.columns:
         frame[column] = frame[column].astype("string").str.strip() if column != "group" else frame[column].astype("string")
-    required = ["text", "label"] + (["text_pair"] if text_pair_column else [])
-    empty = frame[required].isna().any(axis=1) | (frame[required] == "").any(axis=1)
-    n_empty = int(empty.sum())
-    if n_empty:
-        where = (frame.index[empty][:5] + 2).tolist()  # +2: header line and 1-based numbering
-        if strict:
-            raise DataError(
-                f"{n_empty} rows of {path} have an empty or missing text or label (first at file lines {where}); "
-                "fix them, or drop --strict to skip them with a count."
-            )
-        logger.warning("dropped %d rows with empty or missing text/label (file lines %s...); use --strict to fail instead",
-                       n_empty, where)
-        frame = frame[~empty]
+    frame, n_empty = _drop_empty(frame, ["text", "label"] + (["text_pair"] if text_pair_column else []), path, strict)
     if frame.empty:
         raise DataError(f"no usable rows in {path}: every row has an empty text or label.")
     if group_column:  # a row without a group value is a group of its own, not one big shared group
@@ -354,10 +359,10 @@ def load_labelled_data(
     frame = frame.astype(object)
     if label_sets is not None:
         what = "--target-columns" if task.target_columns else target_column
-        frame["label"], labels, merged = _reconcile_label_sets(label_sets.loc[frame.index], path, what,
+        frame["label"], labels, merged = reconcile_label_sets(label_sets.loc[frame.index], path, what,
                                                                normalize_labels)
         return LabelledData(frame=frame, dropped_empty=n_empty, labels=labels, merged_labels=merged)
-    frame["label"], merged = _reconcile_labels(frame["label"], path, target_column, normalize_labels)
+    frame["label"], merged = reconcile_labels(frame["label"], path, target_column, normalize_labels)
     labels = sorted(frame["label"].unique().tolist())
     if len(labels) < 2:
         raise DataError(
@@ -365,78 +370,3 @@ def load_labelled_data(
             "Check --target-column."
         )
     return LabelledData(frame=frame, dropped_empty=n_empty, labels=labels, merged_labels=merged)
-
-
-def _reconcile_labels(labels: pd.Series, path: Path, column: str,
-                      normalize: bool) -> tuple[pd.Series, dict[str, list[str]]]:
-    """Labels equal once case-folded and whitespace-collapsed ('Positive' / 'positive', 'very  good' /
-    'very good') are one class spelt several ways: refuse them, or with ``normalize`` map each group to
-    its most frequent spelling (ties: the first in sorted order)."""
-    from mlops.data.splitting import normalise_text
-
-    counts = labels.value_counts()
-    groups: dict[str, list[str]] = {}
-    for spelling, _ in sorted(counts.items(), key=lambda item: (-item[1], str(item[0]))):
-        groups.setdefault(normalise_text(spelling), []).append(spelling)
-    colliding = [spellings for spellings in groups.values() if len(spellings) > 1]
-    if not colliding:
-        return labels, {}
-    described = "; ".join(" / ".join(f"{s!r} ({counts[s]} rows)" for s in spellings) for spellings in colliding)
-    if not normalize:
-        raise DataError(
-            f"labels of column {column!r} in {path} differ only by case or spacing, so they would be separate "
-            f"classes: {described}. Fix them in the file, or pass --normalize-labels to merge each group into its "
-            "most frequent spelling."
-        )
-    logger.warning("merged labels that differ only by case or spacing into the most frequent spelling "
-                   "(--normalize-labels): %s", described)
-    mapping = {spelling: spellings[0] for spellings in colliding for spelling in spellings[1:]}
-    return labels.map(lambda value: mapping.get(value, value)), {s[0]: s[1:] for s in colliding}
-
-
-_TRUE = {"1", "1.0", "true", "yes", "y", "t"}
-_FALSE = {"0", "0.0", "false", "no", "n", "f"}
-
-
-def _parse_label_sets(raw: pd.DataFrame, path: Path, task: Task, target_column: str) -> pd.Series:
-    """Each row's labels as a tuple, as spelt in the file: from one column split at ``task.separator``, or
-    from ``task.target_columns`` (0/1, true/false or yes/no; a label per column named by its header)."""
-    import pandas as pd
-
-    if not task.target_columns:
-        cells = raw[target_column].astype("string").fillna("").tolist()
-        return pd.Series([tuple(dict.fromkeys(piece.strip() for piece in str(cell).split(task.separator) if piece.strip()))
-                          for cell in cells], index=raw.index, dtype=object)
-    flags = {}
-    for column in task.target_columns:
-        values = raw[column].astype("string").fillna("").str.strip().str.lower()
-        bad = ~values.isin(_TRUE | _FALSE)
-        if bad.any():
-            line = int(raw.index[bad][0]) + 2
-            raise DataError(f"column {column!r} (from --target-columns) of {path} must hold 0/1 (or true/false, "
-                            f"yes/no) for each row; found {raw[column].iloc[int(bad.argmax())]!r} at file line {line}. "
-                            "Fix the cell, or leave the column out of --target-columns.")
-        flags[column] = values.isin(_TRUE).to_numpy()
-    names = list(task.target_columns)
-    matrix = np.column_stack([flags[c] for c in names])
-    return pd.Series([tuple(n for n, on in zip(names, row) if on) for row in matrix], index=raw.index, dtype=object)
-
-
-def _reconcile_label_sets(label_sets: pd.Series, path: Path, what: str,
-                          normalize: bool) -> tuple[pd.Series, list[str], dict[str, list[str]]]:
-    """``_reconcile_labels`` over the labels inside the sets; the sets come back as tuples in label order."""
-    import pandas as pd
-
-    exploded = pd.Series([label for labels in label_sets for label in labels], dtype=object)
-    if exploded.empty:
-        raise DataError(f"no row of {path} has a label in {what}; check --label-separator or --target-columns.")
-    _, merged = _reconcile_labels(exploded, path, what, normalize)
-    mapping = {other: kept for kept, others in merged.items() for other in others}
-    labels = sorted({mapping.get(label, label) for label in exploded})
-    if len(labels) < 2:
-        raise DataError(f"{what} of {path} holds a single label ({labels[0]!r}); a multi-label task needs at least "
-                        "two. Check --label-separator or --target-columns.")
-    order = {label: i for i, label in enumerate(labels)}
-    sets = pd.Series([tuple(sorted({mapping.get(label, label) for label in row}, key=order.get)) for row in label_sets],
-                     index=label_sets.index, dtype=object)
-    return sets, labels, merged

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mlops.core.metrics import expected_calibration_error
+from mlops.core.calibration_error import expected_calibration_error
 
 logger = logging.getLogger(__name__)
 

@@ -93,7 +93,7 @@ def _joined_texts(data: TextDataset) -> list[str]:
 
 def _log_loss_and_ece(proba: np.ndarray | None, y: np.ndarray | None) -> tuple[float | None, float | None]:
     """Log-loss (probabilities clipped at 1e-12, as in compute_metrics) and ECE of column indices ``y``."""
-    from mlops.core.metrics import expected_calibration_error
+    from mlops.core.calibration_error import expected_calibration_error
 
     if proba is None or y is None or not len(y):
         return None, None
