@@ -246,17 +246,7 @@ def evaluate_predictions(
     y_pred = merged[prediction_column].fillna("").astype(str).str.strip().to_numpy()
     _check_shared_labels(set(y_true), set(y_pred), ground_truth_file, predictions_file)
     labels = sorted(set(y_true) | set(y_pred))
-    proba_columns = [proba_column(label) for label in labels]
-    proba = None
-    if all(c in merged.columns for c in proba_columns):
-        try:
-            proba = merged[proba_columns].astype(float).to_numpy()
-        except ValueError:
-            raise DataError(f"the proba_* columns of {predictions_file} are not all numbers.") from None
-    metrics = compute_metrics(y_true, proba, labels, y_pred=y_pred)
-    metrics["labels"] = labels
-    metrics["rows_dropped_empty_truth"] = int(blank.sum())
-    return metrics
+    return _scored(y_true, y_pred, labels, merged, predictions_file, int(blank.sum()))
 
 
 def _evaluate_label_sets(merged: pd.DataFrame, target_column: str, prediction_column: str, separator: str,
@@ -270,7 +260,12 @@ def _evaluate_label_sets(merged: pd.DataFrame, target_column: str, prediction_co
     seen_pred = {label for row in y_pred for label in row}
     if seen_pred:
         _check_shared_labels(seen_true, seen_pred, ground_truth_file, predictions_file)
-    labels = sorted(seen_true | seen_pred)
+    return _scored(y_true, y_pred, sorted(seen_true | seen_pred), merged, predictions_file, 0)
+
+
+def _scored(y_true, y_pred, labels: list[str], merged: pd.DataFrame, predictions_file: Path,
+            dropped: int) -> dict[str, Any]:
+    """The metrics of the matched rows, with the file's proba_<label> columns when it has one per label."""
     proba_columns = [proba_column(label) for label in labels]
     proba = None
     if all(c in merged.columns for c in proba_columns):
@@ -280,7 +275,7 @@ def _evaluate_label_sets(merged: pd.DataFrame, target_column: str, prediction_co
             raise DataError(f"the proba_* columns of {predictions_file} are not all numbers.") from None
     metrics = compute_metrics(y_true, proba, labels, y_pred=y_pred)
     metrics["labels"] = labels
-    metrics["rows_dropped_empty_truth"] = 0
+    metrics["rows_dropped_empty_truth"] = dropped
     return metrics
 
 
