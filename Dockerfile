@@ -4,7 +4,7 @@
 #
 #   docker build -t textclf-serve .                                   # CPU: torch's CPU wheels, no CUDA libraries
 #   docker build -t textclf-serve-gpu --build-arg TORCH_VARIANT=cuda .  # the lockfile's CUDA-enabled torch
-#   docker run -p 8000:8000 -v "$PWD/artifacts/experiments/quickstart/runs/minilm/final_model:/model:ro" textclf-serve
+#   docker run -p 8000:8000 -v "$PWD/artifacts/experiments/quickstart/runs/minilm_quick/final_model:/model:ro" textclf-serve
 #   docker run --gpus all -p 8000:8000 -v ...:/model:ro textclf-serve-gpu --runtime torch --device cuda
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

@@ -3,7 +3,8 @@
     uv run python bench/bench_startup_memory.py --model-path artifacts/experiments/quickstart/runs/minilm/final_model
 
 Prints: `cli --help` wall time (target <= 1 s), `predict-new --text` end to end (target <= 4 s; with the
-torch model and, when the folder has one from `cli export-model`, with its ONNX export), and
+torch model and, when the folder has one from `cli export-model`, with its ONNX export), `cli serve`'s time
+from launch to its first 200 from /ready (each runtime), and
 peak RSS of `predict-new` over a generated 1,000,000-row CSV (target < 2 GB), next to the peak RSS
 of a 10,000-row run as the baseline: flat memory means the ratio stays near 1.
 """
@@ -31,6 +32,37 @@ def timed(argv: list[str], repeats: int) -> float:
         started = time.perf_counter()
         subprocess.run(argv, cwd=ROOT, check=True, capture_output=True)
         times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def serve_ready_seconds(model: str, runtime: str, repeats: int = 3) -> float:
+    """Median seconds from launching `cli serve` to its first 200 from /ready (the process is then stopped)."""
+    import socket
+    import urllib.request
+
+    times = []
+    for _ in range(repeats):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        started = time.perf_counter()
+        server = subprocess.Popen(CLI + ["serve", "--model-path", model, "--runtime", runtime, "--port", str(port)],
+                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while True:
+                if server.poll() is not None:
+                    raise RuntimeError(f"cli serve exited with {server.returncode} before it was ready")
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as reply:
+                        if reply.status == 200:
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.05)
+            times.append(time.perf_counter() - started)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
     return statistics.median(times)
 
 
@@ -76,6 +108,9 @@ def main() -> None:
         print(f"predict-new --text with {name}: {seconds[runtime]:.2f} s end to end (median of 3; target <= 4 s)")
     if len(runtimes) == 2:
         print(f"start-up ratio, torch / ONNX export: {seconds['torch'] / seconds['onnx']:.1f}x")
+    for runtime in runtimes:
+        print(f"serve --runtime {runtime}: ready (GET /ready -> 200) {serve_ready_seconds(model, runtime):.2f} s "
+              "after launch (median of 3)")
     if args.skip_memory:
         return
     with tempfile.TemporaryDirectory() as tmp:

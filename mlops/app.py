@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,13 +33,13 @@ if TYPE_CHECKING:  # the services below are imported by the methods that use the
     from mlops.augment.pseudo_label_files import PseudoLabelSummary
     from mlops.deploy.export import ExportResult
     from mlops.deploy.prediction import PredictionSummary
+    from mlops.experiments.quickstart import QuickstartPlan
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_DATA = PROJECT_ROOT / "data" / "sample" / "mr_sample.csv"
 SAMPLE_NEW_DATA = PROJECT_ROOT / "data" / "sample" / "new_reviews.csv"
 SAMPLE_NEW_LABELS = PROJECT_ROOT / "data" / "sample" / "new_reviews_labels.csv"
-QUICKSTART_MODELS = ("tfidf_logreg", "minilm")
 
 
 @dataclass
@@ -50,6 +52,7 @@ class QuickstartResult:
     new_data_metrics: dict[str, Any] | None
     reused_experiment: bool = False
     notes: list[str] = field(default_factory=list)
+    holdout_comparison: list[dict[str, Any]] = field(default_factory=list)  # McNemar against the best model
 
 
 def _writes(command: str):
@@ -301,30 +304,50 @@ class Application:
 
         return generate(request, progress=progress)
 
+    def quickstart_plan(self, models: list[str], *, cv_folds: int = 3, export: bool = True,
+                        measure: bool = True) -> QuickstartPlan:
+        """The quickstart's stages and, with ``measure``, their expected time on this machine."""
+        from mlops.experiments.quickstart import csv_rows, matmul_gflops, plan_quickstart
+
+        rows = csv_rows(SAMPLE_DATA)
+        holdout = math.ceil(rows * SplitParameters().test_size)
+        gflops = matmul_gflops(None if self.device in (None, "auto") else self.device) if measure else None
+        return plan_quickstart(models, cv_folds=cv_folds, rows=rows, holdout_rows=holdout,
+                               new_rows=csv_rows(SAMPLE_NEW_DATA), export=export, gflops=gflops)
+
     @_writes("quickstart")
     def quickstart(self, experiment_id: str, models: list[str], *, cv_folds: int = 3, force: bool = False,
-                   seed: int = 42, export: bool = True) -> QuickstartResult:
-        """The whole lifecycle on the shipped MR sample: splits, backtests, estimates, final model, predictions."""
+                   seed: int = 42, export: bool = True, stage=None) -> QuickstartResult:
+        """The whole lifecycle on the shipped MR sample: splits, backtests, estimates, final model, predictions.
+        ``stage(name)`` returns a context manager around each stage of ``quickstart_plan`` (progress lines)."""
+        stage = stage or (lambda name: contextlib.nullcontext())
         params = SplitParameters(cv_folds=cv_folds, seed=seed, backtesting_strategy=BacktestingStrategy.cv)
         columns = Columns(text="text", target="label")
-        reused = self._reuse_or_create(experiment_id, params, columns, force)
-        notes = []
+        with stage("splits"):
+            reused = self._reuse_or_create(experiment_id, params, columns, force)
         for model in models:
-            self.run_backtesting(experiment_id, [model], force=force)
-            self.estimate_performance(experiment_id, [model], force=force)
+            with stage(f"backtest {model}"):
+                self.run_backtesting(experiment_id, [model], force=force)
+            with stage(f"estimate {model}"):
+                self.estimate_performance(experiment_id, [model], force=force)
         ranking = [row for row in self.compare_models(experiment_id, RunType.backtesting) if row["model"] in models]
+        best = ranking[0]["model"]
+        holdout = self.compare_models(experiment_id, RunType.performance_estimation, baseline=best)
+        holdout = [row for row in holdout if row["model"] in models]
         estimates = {row["model"]: self.service.run_dir(experiment_id, row["model"], RunType.performance_estimation)
                      for row in ranking}
         estimates = {name: read_json(path / METRICS_FILE)["metrics"] for name, path in estimates.items()}
-        best = ranking[0]["model"]
-        notes.append(f"final model: {best}, the best mean backtesting macro-F1")
-        final = self.train_final_model(experiment_id, best, force=True, export=export)
-        output = self.service.experiment_dir(experiment_id) / "new_reviews_predictions.csv"
-        predictions = self.predict_new(final.model_dir, SAMPLE_NEW_DATA, output, force=True)
-        new_metrics = None
-        if SAMPLE_NEW_LABELS.is_file():
-            new_metrics = self.evaluate_prediction(output, SAMPLE_NEW_LABELS, id_column="id")
-        return QuickstartResult(experiment_id, ranking, estimates, final, predictions, new_metrics, reused, notes)
+        notes = [f"final model: {best}, the best mean backtesting macro-F1"]
+        with stage("final model"):
+            final = self.train_final_model(experiment_id, best, force=True, export=export)
+        with stage("predict"):
+            output = self.service.experiment_dir(experiment_id) / "new_reviews_predictions.csv"
+            predictions = self.predict_new(final.model_dir, SAMPLE_NEW_DATA, output, force=True)
+            new_metrics = None
+            if SAMPLE_NEW_LABELS.is_file():
+                new_metrics = self.evaluate_prediction(output, SAMPLE_NEW_LABELS, id_column="id")
+        return QuickstartResult(experiment_id, ranking, estimates, final, predictions, new_metrics, reused, notes,
+                                holdout)
 
     def _reuse_or_create(self, experiment_id: str, params: SplitParameters, columns: Columns, force: bool) -> bool:
         if experiment_id in self.service.experiment_ids() and not force:

@@ -92,6 +92,25 @@ def test_training_options_still_learn(tiny_bert, topics):
     assert model.runtime_info()["epochs_run"] == 8
 
 
+def test_frozen_layers_keep_their_pretrained_weights(tiny_bert, topics):
+    from transformers import AutoModel
+
+    pretrained = {name: p.detach().clone() for name, p in AutoModel.from_pretrained(tiny_bert).named_parameters()}
+    model = fit(make_config(tiny_bert, epochs=4, frozen_layers=1), topics["train"])
+    trained = {name.split(".", 1)[1]: p for name, p in model.fitted_module().named_parameters()
+               if name.startswith("bert.")}
+    frozen = [n for n in pretrained if n.startswith(("embeddings.", "encoder.layer.0."))]
+    tuned = [n for n in pretrained if n.startswith("encoder.layer.1.")]
+    assert frozen and tuned
+    assert all(trained[n].equal(pretrained[n]) for n in frozen)
+    assert not any(trained[n].equal(pretrained[n]) for n in tuned if n.endswith(".weight"))
+    info = model.runtime_info()
+    assert info["trainable_parameters"] < info["total_parameters"]
+
+    with pytest.raises(ModelError, match="frozen_layers is 2 but the model has 2 transformer layers"):
+        fit(make_config(tiny_bert, epochs=1, frozen_layers=2), topics["train"])
+
+
 def test_sentence_pairs_are_encoded_together(tiny_bert, tmp_path):
     """The label depends only on the second text: learning it proves pairs reach the model."""
     first, _ = topic_data(260, seed=3)

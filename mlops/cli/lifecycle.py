@@ -1,4 +1,4 @@
-"""The lifecycle: generate-splits, run-backtesting, estimate-performance, train-final-model, quickstart."""
+"""The lifecycle: generate-splits, run-backtesting, estimate-performance, train-final-model."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from mlops.cli.console import build_application, emit, interval, out, print_run
+from mlops.cli.console import build_application, out, print_run
 from mlops.cli.options import (AllowExternal, ArtifactsDir, DEFAULT_ARTIFACTS, Device, Encoding, Executor,
-                               ExecutorOption, ExperimentId, Force, ModelConfigName, ModelConfigNames, OutputFormat,
-                               RayAddress, RaySharedData, TargetColumn, TextColumn, TextPairColumn, Track)
+                               ExecutorOption, ExperimentId, Force, ModelConfigName, ModelConfigNames, RayAddress,
+                               RaySharedData, TargetColumn, TextColumn, TextPairColumn, Track)
 from mlops.core.choices import BacktestingStrategy, NearDuplicates
 
 commands = typer.Typer()
@@ -187,34 +187,3 @@ def train_final_model(
         out.print(f"ONNX export ({result.export['precision']}) in {result.model_dir / result.export['directory']}: "
                   f"same label as the model on {check['label_agreement']:.2%} of {check['rows']} held-back rows; "
                   "predict-new and serve use it on the CPU (--runtime torch for the torch model)")
-
-
-@commands.command("quickstart")
-def quickstart(
-    experiment_id: Annotated[str, typer.Option("--experiment-id")] = "quickstart",
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="Model configs to compare (repeatable).")] = None,
-    cv_folds: Annotated[int, typer.Option("--cv-folds")] = 3,
-    force: Force = False,
-    device: Device = None,
-    track: Track = None,
-    no_export: Annotated[bool, typer.Option("--no-export", help="No ONNX export of the final model.")] = False,
-    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS,
-) -> None:
-    """The whole lifecycle on the bundled MR movie-review sample, offline, in a few minutes."""
-    from mlops.app import QUICKSTART_MODELS
-
-    application = build_application(artifacts_dir, device, track=track)
-    models = model or [m for m in QUICKSTART_MODELS if m in application.catalog.names()]
-    result = application.quickstart(experiment_id, models, cv_folds=cv_folds, force=force, export=not no_export)
-    emit(result.backtesting, OutputFormat.table, f"backtesting ({cv_folds}-fold) on {experiment_id}",
-          ["rank", "model", "macro_f1_mean", "macro_f1_std", "accuracy_mean", "macro_f1_per_fold"])
-    emit([{"model": name, "accuracy": m["accuracy"], "accuracy 95% CI": interval(m.get("accuracy_ci"), 3),
-            "macro_f1": m["macro_f1"], "macro_f1 95% CI": interval(m.get("macro_f1_ci"), 3), "n": m["n"]}
-           for name, m in result.estimates.items()], OutputFormat.table, "hold-out estimate (train-val -> hold-out)")
-    for note in result.notes:
-        out.print(note)
-    out.print(f"Final model: [bold]{result.final_model.model_dir}[/]")
-    out.print(f"Predictions for {result.predictions.rows} unseen reviews: {result.predictions.output_file}")
-    if result.new_data_metrics:
-        out.print(f"Accuracy on those unseen reviews: {result.new_data_metrics['accuracy']:.4f} "
-                  f"(macro-F1 {result.new_data_metrics['macro_f1']:.4f})")

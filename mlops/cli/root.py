@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from mlops.cli import data, deploy, experiments, labelling, lifecycle, tune
+from mlops.cli import data, deploy, experiments, labelling, lifecycle, quickstart, tune
 from mlops.cli.console import State, err
 
 
@@ -41,7 +41,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for group in (lifecycle, experiments, deploy, data, labelling, tune):
+for group in (lifecycle, quickstart, experiments, deploy, data, labelling, tune):
     app.add_typer(group.commands)
 
 

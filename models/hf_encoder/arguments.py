@@ -87,6 +87,9 @@ class HFEncoderTrainingArguments(TrainingArguments):
     precision: PrecisionChoice = Field(
         default="auto", description="auto: bf16 on capable CPUs/GPUs (fp16 on older GPUs), else fp32"
     )
+    frozen_layers: int = Field(
+        default=0, ge=0, description="keep the embeddings and the first N transformer layers at their pretrained "
+        "weights: backpropagation stops above them, so each update costs less (0: fine-tune every layer)")
     gradient_checkpointing: bool = False
     group_by_length: bool = True
     tf32: bool = Field(

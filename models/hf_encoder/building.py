@@ -23,7 +23,7 @@ def _label_maps(labels: list[str]) -> dict[str, Any]:
 def load_pretrained(resolved: ResolvedModel, labels: list[str], args: HFEncoderTrainingArguments, *,
                     multi_label: bool = False):
     """(tokenizer, model): the checkpoint with a new head for ``labels`` (a sigmoid per label with
-    ``multi_label``); the tokenizer gets a pad token."""
+    ``multi_label``) and its lower layers frozen per ``args.frozen_layers``; the tokenizer gets a pad token."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -58,7 +58,35 @@ def load_pretrained(resolved: ResolvedModel, labels: list[str], args: HFEncoderT
         tokenizer.pad_token = fallback
         logger.info("tokenizer has no pad token; padding with %r", fallback)
     model.config.pad_token_id = tokenizer.pad_token_id
+    freeze_lower_layers(model, args.frozen_layers)
     return tokenizer, model
+
+
+def transformer_layers(model):
+    """The encoder's stack of transformer layers (the ModuleList as long as config.num_hidden_layers)."""
+    import torch
+
+    wanted = getattr(model.config, "num_hidden_layers", None)
+    for _, module in model.base_model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == wanted:
+            return module
+    raise ModelError(f"frozen_layers: no stack of {wanted} transformer layers found in this "
+                     f"{type(model).__name__}; set training_arguments.frozen_layers to 0.")
+
+
+def freeze_lower_layers(model, n_layers: int) -> None:
+    """Keep the embeddings and the first ``n_layers`` transformer layers at their pretrained weights."""
+    if not n_layers:
+        return
+    layers = transformer_layers(model)
+    if n_layers >= len(layers):
+        raise ModelError(f"frozen_layers is {n_layers} but the model has {len(layers)} transformer layers; "
+                         f"freeze at most {len(layers) - 1} so that some layers fine-tune.")
+    embeddings = getattr(model.base_model, "embeddings", None) or model.get_input_embeddings()
+    for module in [embeddings, *layers[:n_layers]]:
+        for parameter in module.parameters():
+            parameter.requires_grad = False
+    logger.info("frozen: the embeddings and the first %d of %d transformer layers", n_layers, len(layers))
 
 
 def wrap_lora(model, lora: LoraArguments) -> tuple[Any, dict[str, Any]]:

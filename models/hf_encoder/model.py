@@ -35,8 +35,7 @@ from models.hf_common.truncation import head_tokens_for, tokenize
 from models.hf_encoder.arguments import HFEncoderTrainingArguments
 from models.hf_encoder.building import load_pretrained, load_saved, set_activation_checkpointing, wrap_lora
 from models.hf_encoder.callbacks import encoder_callbacks
-from models.hf_encoder.loop import (EncoderTrainingLoop, TrainingData, TrainStep, distributed_world,
-                                    wrap_distributed)
+from models.hf_encoder.loop import EncoderTrainingLoop, TrainingData, TrainStep, distributed_world, wrap_distributed
 from models.hf_encoder.recipe import plan_training
 from models.hf_encoder.targets import (check_multi_label_arguments, encode_targets, multi_label_validation_score,
                                        text_columns)
