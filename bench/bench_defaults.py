@@ -10,11 +10,11 @@ tweets_3class (1,500 posts, 60/25/15% classes), sources_4class (2,000 snippets, 
 --backtesting-strategy train-val`` (20% hold-out, seed 42) and one ``estimate-performance`` per config: the
 model trains on the train split, stops early on the validation split, and is scored on the untouched hold-out.
 
-Prints, per data set and config: hold-out macro-F1 (95% bootstrap interval), accuracy, training seconds and the
-epochs run, then the macro-F1 difference of each config to tfidf_logreg with McNemar's exact test on the shared
-hold-out rows (``compare-models``). ``minilm_v1`` is the recipe minilm.json shipped until 2026-12 (3 epochs,
-patience 1, max_length 64, no class weights) and ``tfidf_logreg_v1`` tfidf_logreg.json's (no class weights),
-written here so the comparison does not move with the configs.
+Prints, per data set and config: hold-out macro-F1 (95% bootstrap interval), accuracy, wall seconds, the
+optimiser updates taken against those planned, and the epochs run, then the macro-F1 difference of each config
+to tfidf_logreg with McNemar's exact test on the shared hold-out rows (``compare-models``). ``minilm_v1`` is the
+recipe minilm.json shipped until 2026-12 (3 epochs, patience 1, max_length 64, no class weights) and
+``tfidf_logreg_v1`` tfidf_logreg.json's (no class weights), written here so the comparison does not move with the configs.
 """
 
 from __future__ import annotations
@@ -84,9 +84,12 @@ def main() -> None:
                 record = json.loads((result.directory / "metrics.json").read_text())
                 metrics, runtime = record["metrics"], record.get("runtime", {})
                 low, high = metrics["macro_f1_ci"]
+                recipe = runtime.get("recipe", {})
+                updates = (f"updates {runtime['epochs_run'] * recipe['updates_per_epoch']} of "
+                           f"{recipe['planned_updates']} planned, " if "planned_updates" in recipe else "")
                 lines.append(f"  {result.config_name:<14} macro-F1 {metrics['macro_f1']:.4f} [{low:.3f}, {high:.3f}]  "
-                             f"accuracy {metrics['accuracy']:.4f}  {seconds:6.0f} s  "
-                             f"epochs {runtime.get('epochs_run', '-')}, recipe {runtime.get('recipe', {}).get('epochs_reason', '-')}")
+                             f"accuracy {metrics['accuracy']:.4f}  {seconds:6.0f} s  {updates}"
+                             f"epochs {runtime.get('epochs_run', '-')}, recipe {recipe.get('epochs_reason', '-')}")
                 print(f"{shape} / {result.config_name}: done in {seconds:.0f} s", flush=True)
             rows = compare_models(app.service, shape, RunType.performance_estimation, baseline="tfidf_logreg")
             print(f"\n{shape} ({SHAPES[shape].name}), hold-out of {rows[0].get('n_test')} rows:")

@@ -196,4 +196,4 @@ def test_every_command_takes_the_artifacts_dir_the_same_way():
 def test_the_cli_is_a_thin_entry_point_over_one_module_per_command_group():
     assert len((ROOT / "main.py").read_text().splitlines()) < 30
     groups = {p.stem for p in (ROOT / "mlops" / "cli").glob("*.py")} - {"__init__", "root", "options", "console"}
-    assert groups == {"lifecycle", "experiments", "deploy", "data", "labelling", "tune"}
+    assert groups == {"lifecycle", "quickstart", "experiments", "deploy", "data", "labelling", "tune"}
