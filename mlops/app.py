@@ -320,26 +320,29 @@ class Application:
                    seed: int = 42, export: bool = True, stage=None) -> QuickstartResult:
         """The whole lifecycle on the shipped MR sample: splits, backtests, estimates, final model, predictions.
         ``stage(name)`` returns a context manager around each stage of ``quickstart_plan`` (progress lines)."""
+        from mlops.experiments.quickstart import config_label
+
         stage = stage or (lambda name: contextlib.nullcontext())
         params = SplitParameters(cv_folds=cv_folds, seed=seed, backtesting_strategy=BacktestingStrategy.cv)
         columns = Columns(text="text", target="label")
         with stage("splits"):
             reused = self._reuse_or_create(experiment_id, params, columns, force)
         for model in models:
-            with stage(f"backtest {model}"):
+            with stage(f"backtest {config_label(model)}"):
                 self.run_backtesting(experiment_id, [model], force=force)
-            with stage(f"estimate {model}"):
+            with stage(f"estimate {config_label(model)}"):
                 self.estimate_performance(experiment_id, [model], force=force)
-        ranking = [row for row in self.compare_models(experiment_id, RunType.backtesting) if row["model"] in models]
+        labels = {config_label(model): model for model in models}
+        ranking = [row for row in self.compare_models(experiment_id, RunType.backtesting) if row["model"] in labels]
         best = ranking[0]["model"]
         holdout = self.compare_models(experiment_id, RunType.performance_estimation, baseline=best)
-        holdout = [row for row in holdout if row["model"] in models]
+        holdout = [row for row in holdout if row["model"] in labels]
         estimates = {row["model"]: self.service.run_dir(experiment_id, row["model"], RunType.performance_estimation)
                      for row in ranking}
         estimates = {name: read_json(path / METRICS_FILE)["metrics"] for name, path in estimates.items()}
         notes = [f"final model: {best}, the best mean backtesting macro-F1"]
         with stage("final model"):
-            final = self.train_final_model(experiment_id, best, force=True, export=export)
+            final = self.train_final_model(experiment_id, labels[best], force=True, export=export)
         with stage("predict"):
             output = self.service.experiment_dir(experiment_id) / "new_reviews_predictions.csv"
             predictions = self.predict_new(final.model_dir, SAMPLE_NEW_DATA, output, force=True)
