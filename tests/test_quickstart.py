@@ -8,19 +8,19 @@ from pathlib import Path
 import pytest
 
 from helpers.hf import write_tiny_encoder_config
-from mlops.experiments.quickstart import QUICK_MODELS, REFERENCE_SECONDS, plan_quickstart
+from mlops.experiments.quickstart import QUICK_MODELS, REFERENCE_GFLOPS, REFERENCE_SECONDS, plan_quickstart
 
 
 def test_plan_counts_trainings_and_scales_the_estimate():
     plan = plan_quickstart(list(QUICK_MODELS), cv_folds=3, rows=3000, holdout_rows=600, new_rows=300, export=True,
-                           gflops=95.0)
+                           gflops=REFERENCE_GFLOPS)
     names = [stage.name for stage in plan.stages]
     assert names == ["splits", "backtest tfidf_logreg", "estimate tfidf_logreg", "backtest minilm_quick",
                      "estimate minilm_quick", "final model", "predict"]
     assert plan.trainings == 3 + 1 + 3 + 1 + 1
     twice_as_fast = plan_quickstart(list(QUICK_MODELS), cv_folds=3, rows=3000, holdout_rows=600, new_rows=300,
-                                    export=True, gflops=190.0)
-    arithmetic = sum(a for stages in (REFERENCE_SECONDS["minilm_quick"],) for a, _ in stages.values())
+                                    export=True, gflops=2 * REFERENCE_GFLOPS)
+    arithmetic = sum(a for a, _ in REFERENCE_SECONDS["minilm_quick"].values())
     assert plan.estimate_s - twice_as_fast.estimate_s == pytest.approx(arithmetic / 2)
     unknown = plan_quickstart(["tfidf_logreg", "my_model"], cv_folds=3, rows=3000, holdout_rows=600, new_rows=300,
                               export=True, gflops=95.0)
