@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from serving_probe import free_port, wait_until_ready  # bench/, the script's own folder
+
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-c", "import main; main.run()"]
 
@@ -37,29 +39,17 @@ def timed(argv: list[str], repeats: int) -> float:
 
 def serve_ready_seconds(model: str, runtime: str, repeats: int = 3) -> float:
     """Median seconds from launching `cli serve` to its first 200 from /ready (the process is then stopped)."""
-    import socket
-    import urllib.request
-
     times = []
     for _ in range(repeats):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         started = time.perf_counter()
         server = subprocess.Popen(CLI + ["serve", "--model-path", model, "--runtime", runtime, "--port", str(port)],
                                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            while True:
-                if server.poll() is not None:
-                    raise RuntimeError(f"cli serve exited with {server.returncode} before it was ready")
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as reply:
-                        if reply.status == 200:
-                            break
-                except OSError:
-                    pass
-                time.sleep(0.05)
-            times.append(time.perf_counter() - started)
+            seconds = wait_until_ready(server, port, started)
+            if seconds is None:
+                raise RuntimeError(f"cli serve --runtime {runtime} was not ready (exit code {server.poll()})")
+            times.append(seconds)
         finally:
             server.terminate()
             server.wait(timeout=30)

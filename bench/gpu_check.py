@@ -22,12 +22,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from serving_probe import free_port, wait_until_ready  # bench/, the script's own folder
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "mr_sample.csv"
@@ -106,30 +107,18 @@ def model_flop_utilisation(records: list[dict], rows_file: Path, tokenizer_sourc
             "precision": runtime.get("precision"), "tf32": runtime.get("tf32"), "device": runtime.get("device")}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve_check(model: Path, device: str, expected: list[str], texts: list[str]) -> dict:
     port = free_port()
+    started = time.perf_counter()
     server = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--quiet", "serve", "--model-path", str(model),
                                "--port", str(port), "--device", device, "--runtime", "torch"], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    started = time.perf_counter()
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.perf_counter() - started > 180:
-                raise SystemExit(f"FAILED: serve did not become ready:\n{server.stderr.read()[-3000:]}")
-            time.sleep(0.5)
-        ready_s = time.perf_counter() - started
+        ready_s = wait_until_ready(server, port, started)
+        if ready_s is None:
+            if server.poll() is None:
+                server.kill()
+            raise SystemExit(f"FAILED: serve did not become ready:\n{server.communicate()[1][-3000:]}")
         request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=json.dumps({"texts": texts}).encode(),
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as answer:

@@ -304,10 +304,17 @@ class Application:
 
         return generate(request, progress=progress)
 
-    def quickstart_plan(self, models: list[str], *, cv_folds: int = 3, export: bool = True,
+    def _config_names(self, experiment_id: str, models: list[str]) -> dict[str, str]:
+        """{run name: config as given} for configs given by name or path (an unknown one is a ConfigError here)."""
+        tuned = self.service.tuned_dir(experiment_id)
+        return {self.catalog.path_of(model, tuned).stem: model for model in models}
+
+    def quickstart_plan(self, experiment_id: str, models: list[str], *, cv_folds: int = 3, export: bool = True,
                         measure: bool = True) -> QuickstartPlan:
         """The quickstart's stages and, with ``measure``, their expected time on this machine."""
         from mlops.experiments.quickstart import csv_rows, matmul_gflops, plan_quickstart
+
+        models = list(self._config_names(experiment_id, models))
 
         rows = csv_rows(SAMPLE_DATA)
         holdout = math.ceil(rows * SplitParameters().test_size)
@@ -320,19 +327,17 @@ class Application:
                    seed: int = 42, export: bool = True, stage=None) -> QuickstartResult:
         """The whole lifecycle on the shipped MR sample: splits, backtests, estimates, final model, predictions.
         ``stage(name)`` returns a context manager around each stage of ``quickstart_plan`` (progress lines)."""
-        from mlops.experiments.quickstart import config_label
-
         stage = stage or (lambda name: contextlib.nullcontext())
+        labels = self._config_names(experiment_id, models)
         params = SplitParameters(cv_folds=cv_folds, seed=seed, backtesting_strategy=BacktestingStrategy.cv)
         columns = Columns(text="text", target="label")
         with stage("splits"):
             reused = self._reuse_or_create(experiment_id, params, columns, force)
-        for model in models:
-            with stage(f"backtest {config_label(model)}"):
+        for label, model in labels.items():
+            with stage(f"backtest {label}"):
                 self.run_backtesting(experiment_id, [model], force=force)
-            with stage(f"estimate {config_label(model)}"):
+            with stage(f"estimate {label}"):
                 self.estimate_performance(experiment_id, [model], force=force)
-        labels = {config_label(model): model for model in models}
         ranking = [row for row in self.compare_models(experiment_id, RunType.backtesting) if row["model"] in labels]
         best = ranking[0]["model"]
         holdout = self.compare_models(experiment_id, RunType.performance_estimation, baseline=best)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cli import assert_clean_failure
 from helpers.hf import write_tiny_encoder_config
 from mlops.experiments.quickstart import QUICK_MODELS, REFERENCE_GFLOPS, REFERENCE_SECONDS, plan_quickstart
 
@@ -36,6 +37,9 @@ def test_plan_only_prints_the_plan_and_runs_nothing(cli, artifacts: Path):
     full = cli("quickstart", "--plan-only", "--full").output
     assert "backtest minilm " in full and "minilm_quick" not in full
     assert not (artifacts / "experiments").exists()
+    unknown = cli("quickstart", "--model", "tfidf_logreg", "--model", "no_such_model", expect=None)
+    assert_clean_failure(unknown, "unknown model config 'no_such_model'", artifacts=artifacts)
+    assert "Quickstart plan" not in unknown.output  # refused before the plan, with nothing run
 
 
 @pytest.mark.slow

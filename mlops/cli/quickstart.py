@@ -72,7 +72,7 @@ def quickstart(
     started = time.perf_counter()
     application = build_application(artifacts_dir, device, track=track)
     models = model or [m for m in (FULL_MODELS if full else QUICK_MODELS) if m in application.catalog.names()]
-    plan = application.quickstart_plan(models, cv_folds=cv_folds, export=not no_export)
+    plan = application.quickstart_plan(experiment_id, models, cv_folds=cv_folds, export=not no_export)
     print_plan(plan)
     if plan_only:
         return

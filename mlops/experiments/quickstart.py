@@ -58,11 +58,6 @@ class QuickstartPlan:
         return sum(stage.estimate_s for stage in self.stages)
 
 
-def config_label(name: str) -> str:
-    """How a config given by name or by .json path is called in runs and stages: its name, or the file's stem."""
-    return Path(name).stem if name.endswith(".json") else name
-
-
 def csv_rows(path: Path) -> int:
     """Data rows of a CSV file with a header (quoted line breaks count once)."""
     with open(path, newline="", encoding="utf-8") as handle:
@@ -99,11 +94,11 @@ def _scaled(name: str, stage: str, speed: float | None) -> float | None:
 
 def plan_quickstart(models: list[str], *, cv_folds: int, rows: int, holdout_rows: int, new_rows: int,
                     export: bool, gflops: float | None) -> QuickstartPlan:
-    """The stages of ``Application.quickstart`` for ``models``; estimates from ``gflops`` (None: none)."""
+    """The stages of ``Application.quickstart`` for the configs named ``models`` (run names, not paths);
+    estimates from ``gflops`` (None: none)."""
     speed = REFERENCE_GFLOPS / gflops if gflops else None
     stages = [Stage("splits", f"{rows:,} labelled reviews: a {holdout_rows}-row hold-out, {cv_folds} folds",
                     estimate_s=START_SECONDS if speed else None)]
-    models = [config_label(name) for name in models]
     for name in models:
         stages.append(Stage(f"backtest {name}", f"{cv_folds} folds, a fresh model per fold", cv_folds,
                             _scaled(name, "backtest", speed)))
