@@ -26,6 +26,7 @@ VARIANTS = {
     "quick_all_layers": {"frozen_layers": 0},
     "quick_frozen3": {"frozen_layers": 3},
     "quick_frozen3_b32": {"frozen_layers": 3, "batch_size": 32, "learning_rate": 1.5e-4},
+    "quick_no_dropout": {"dropout": 0.0},
 }
 
 

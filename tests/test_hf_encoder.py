@@ -111,6 +111,30 @@ def test_frozen_layers_keep_their_pretrained_weights(tiny_bert, topics):
         fit(make_config(tiny_bert, epochs=1, frozen_layers=2), topics["train"])
 
 
+def test_dropout_argument_sets_every_dropout_layer(tiny_bert, topics):
+    import torch
+
+    def rates(model):
+        return {m.p for m in model.fitted_module().modules() if isinstance(m, torch.nn.Dropout)}
+
+    assert rates(fit(make_config(tiny_bert, epochs=1), topics["train"])) == {0.1}  # the checkpoint's own
+    model = fit(make_config(tiny_bert, epochs=1, dropout=0.0), topics["train"])
+    assert rates(model) == {0.0}
+    module = model.fitted_module().train()  # without dropout, training mode computes what eval mode does
+    inputs = model.encode(list(topics["test"].texts), None, np.arange(8))
+    with torch.no_grad():
+        first, second = module(**inputs).logits, module(**inputs).logits
+        assert torch.equal(first, second)
+        assert torch.allclose(first, module.eval()(**inputs).logits, atol=1e-6)
+
+
+def test_one_epoch_skips_the_validation_score_it_cannot_use(tiny_bert, topics):
+    one = fit(make_config(tiny_bert, epochs=1), topics["train"], topics["val"]).runtime_info()
+    two = fit(make_config(tiny_bert, epochs=2), topics["train"], topics["val"]).runtime_info()
+    assert "validation_f1_macro" not in one["history"][0] and one["best_epoch"] is None
+    assert all("validation_f1_macro" in record for record in two["history"]) and two["best_epoch"] in (1, 2)
+
+
 def test_sentence_pairs_are_encoded_together(tiny_bert, tmp_path):
     """The label depends only on the second text: learning it proves pairs reach the model."""
     first, _ = topic_data(260, seed=3)

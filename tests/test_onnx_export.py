@@ -348,6 +348,10 @@ def test_train_final_model_writes_the_checked_export_by_itself(cli, artifacts, t
     assert "ONNX export" in result.output
     manifest = json.loads((model_dir / "manifest.json").read_text())
     assert manifest["export"]["directory"] == "onnx" and manifest["export"]["check"]["label_agreement"] >= 0.995
+    from mlops.deploy.export import AFTER_TRAINING_CHECK_ROWS  # the quick check, not export-model's 4,000
+
+    assert json.loads((model_dir / "onnx" / "manifest.json").read_text())["requested_check_rows"] == \
+        AFTER_TRAINING_CHECK_ROWS
     # recording the export in the manifest does not make the export look stale
     assert export_for(model_dir) == model_dir / "onnx"
     assert runtime_folder(model_dir, "auto", None) == model_dir / "onnx"

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 CALIBRATION_ROWS = 512
 MIN_CHECK_ROWS = 200
+#: Check rows of the export train-final-model makes by itself: a quick check (`cli export-model` re-checks on more).
+AFTER_TRAINING_CHECK_ROWS = 1000
 
 
 @dataclass
@@ -167,7 +169,8 @@ def export_after_training(model_dir: Path, data_file: Path, *, allow_external: b
     logger.info("exporting %s to ONNX Runtime for fast CPU prediction (checked on rows of its training file; "
                 "--no-export skips this, `cli export-model --data-file` re-checks on new rows)", model_dir)
     try:
-        result = export_model(model_dir, data_file=data_file, allow_external=allow_external, force=True)
+        result = export_model(model_dir, data_file=data_file, rows=AFTER_TRAINING_CHECK_ROWS,
+                              allow_external=allow_external, force=True)
         record = {"directory": EXPORT_DIR, "precision": result.precision, "check": result.check,
                   "seconds": round(result.seconds, 2)}
     except MlopsError as exc:

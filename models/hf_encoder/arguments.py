@@ -90,6 +90,9 @@ class HFEncoderTrainingArguments(TrainingArguments):
     frozen_layers: int = Field(
         default=0, ge=0, description="keep the embeddings and the first N transformer layers at their pretrained "
         "weights: backpropagation stops above them, so each update costs less (0: fine-tune every layer)")
+    dropout: float | None = Field(
+        default=None, ge=0, lt=1, description="training dropout of every dropout layer (attention included); null: "
+        "the checkpoint's own (0.1 for most); 0 also lets attention use its fused kernel, so updates cost less")
     gradient_checkpointing: bool = False
     group_by_length: bool = True
     tf32: bool = Field(

@@ -59,7 +59,19 @@ def load_pretrained(resolved: ResolvedModel, labels: list[str], args: HFEncoderT
         logger.info("tokenizer has no pad token; padding with %r", fallback)
     model.config.pad_token_id = tokenizer.pad_token_id
     freeze_lower_layers(model, args.frozen_layers)
+    if args.dropout is not None:
+        set_dropout(model, args.dropout)
     return tokenizer, model
+
+
+def set_dropout(model, p: float) -> None:
+    """Set every dropout layer's rate to ``p`` (attention reads its rate from its own dropout layer)."""
+    import torch
+
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    for layer in layers:
+        layer.p = p
+    logger.info("dropout %g in all %d dropout layers (training_arguments.dropout)", p, len(layers))
 
 
 def transformer_layers(model):

@@ -240,9 +240,10 @@ class HFEncoderClassifier(ModelInterface):
         n_batches = math.ceil(len(texts) / args.batch_size)
         step = TrainStep(train_model, args, device=self._device, precision=self._precision,
                          n_batches=n_batches // world if world > 1 else n_batches, class_weights=weights)
-        use_val = y_val is not None
+        use_val = y_val is not None and (args.epochs > 1 or args.supcon is not None)  # one epoch: nothing to choose
         if not use_val:
-            logger.info("no validation data: training all %d epochs without early stopping", args.epochs)
+            logger.info("training all %d epochs without validation scores (%s)", args.epochs, "no validation data"
+                        if y_val is None else "one epoch: no epoch to choose or stop at")
         logger.info("fine-tuning on %d rows: %d epochs x %d batches of %d (gradient accumulation %d), lr %g",
                     len(texts), args.epochs, step.n_batches, args.batch_size, args.gradient_accumulation_steps,
                     args.learning_rate)
