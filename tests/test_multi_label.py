@@ -88,6 +88,25 @@ def test_thresholds_maximise_each_labels_f1_on_the_rows_given():
     assert decide(proba, thresholds)[:, 0].tolist() == [1, 1, 0, 0, 1]
 
 
+def test_shrinkage_pulls_rare_labels_towards_the_shared_threshold():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((200, 3)) < [0.4, 0.03, 0.0]).astype(int)  # common, rare (a few positives), absent
+    proba = np.clip(0.35 * y + rng.random((200, 3)) * 0.6, 0, 1)
+    own, shrunk = tune_thresholds(y, proba), tune_thresholds(y, proba, shrinkage=10)
+    shared = tune_thresholds(y, proba, shrinkage=1e12)
+    assert np.allclose(shared, shared[0])  # one threshold for every label
+    grid = np.linspace(0.01, 0.99, 99)  # it is the best for micro-F1 over all labels at once
+    best = max(f1_score(y, (proba >= t).astype(int), average="micro", zero_division=0) for t in grid)
+    assert f1_score(y, (proba >= shared[0]).astype(int), average="micro", zero_division=0) >= best - 1e-9
+    p = y.sum(axis=0)
+    for j in (0, 1):
+        assert shrunk[j] == pytest.approx((p[j] * own[j] + 10 * shared[0]) / (p[j] + 10))
+    assert abs(shrunk[1] - shared[1]) < abs(own[1] - shared[1])  # the rare label moves most
+    assert own[2] == 0.5 and shrunk[2] == pytest.approx(shared[0])  # no positive row: the shared threshold
+
+
 @pytest.fixture
 def tagged_csv(tmp_path):
     texts, sets = multi_topic_data(240, seed=0)

@@ -85,24 +85,37 @@ def join_labels(label_set: Sequence[str], separator: str) -> str:
     return separator.join(label_set)
 
 
-def tune_thresholds(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
-    """Per label, the threshold that maximises that label's F1 on these rows; 0.5 for a label without a positive
-    row. A threshold taking the top i rows sits halfway between the i-th probability and the next lower one (the
-    widest margin on these rows); among equally good thresholds, the one closest to 0.5."""
+def _best_cut(scores: np.ndarray, truth: np.ndarray) -> float:
+    """The threshold maximising F1 of ``scores`` against 0/1 ``truth`` (at least one positive). A threshold taking
+    the top i rows sits halfway between the i-th score and the next lower one (the widest margin on these rows);
+    among equally good thresholds, the one closest to 0.5."""
+    order = np.argsort(-scores, kind="stable")
+    scores, truth = scores[order], truth[order]
+    f1 = 2 * np.cumsum(truth) / (np.arange(1, len(scores) + 1) + int(truth.sum()))
+    lower = np.r_[scores[1:], 0.0]
+    f1 = np.where(lower < scores, f1, -1.0)  # a threshold takes every row with the same probability
+    cuts = (scores + lower) / 2
+    best = np.flatnonzero(np.isclose(f1, f1.max()))
+    return float(cuts[best][np.argmin(np.abs(cuts[best] - DEFAULT_THRESHOLD))])
+
+
+def tune_thresholds(y_true: np.ndarray, proba: np.ndarray, *, shrinkage: float = 0.0) -> np.ndarray:
+    """Per label, the threshold that maximises that label's F1 on these rows.
+
+    With ``shrinkage`` k > 0, a label with p positive rows gets (p * its own + k * shared) / (p + k), where the
+    shared threshold maximises micro-F1 over every label's rows at once: a rare label's threshold, tuned on a
+    handful of positives, is pulled towards the one all labels agree on. A label without a positive row gets the
+    shared threshold (0.5 when no label has one; with k = 0, 0.5).
+    """
     y_true, proba = np.asarray(y_true), np.asarray(proba, dtype=np.float64)
-    thresholds = np.full(proba.shape[1], DEFAULT_THRESHOLD)
-    for j in range(proba.shape[1]):
-        positives = int(y_true[:, j].sum())
-        if positives == 0:
-            continue
-        order = np.argsort(-proba[:, j], kind="stable")
-        scores, truth = proba[order, j], y_true[order, j]
-        f1 = 2 * np.cumsum(truth) / (np.arange(1, len(scores) + 1) + positives)
-        lower = np.r_[scores[1:], 0.0]
-        f1 = np.where(lower < scores, f1, -1.0)  # a threshold takes every row with the same probability
-        cuts = (scores + lower) / 2
-        best = np.flatnonzero(np.isclose(f1, f1.max()))
-        thresholds[j] = float(cuts[best][np.argmin(np.abs(cuts[best] - DEFAULT_THRESHOLD))])
+    positives = y_true.sum(axis=0)
+    shared = DEFAULT_THRESHOLD
+    if shrinkage > 0 and positives.sum() > 0:
+        shared = _best_cut(proba.ravel(), y_true.ravel())
+    thresholds = np.full(proba.shape[1], shared)
+    for j in np.flatnonzero(positives):
+        own = _best_cut(proba[:, j], y_true[:, j])
+        thresholds[j] = (positives[j] * own + shrinkage * shared) / (positives[j] + shrinkage)
     return thresholds
 
 
