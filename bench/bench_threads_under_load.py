@@ -1,16 +1,18 @@
 """Same seed, same numbers under load: a MiniLM backtest idle and beside a busy process, in one run.
 
     uv run python bench/bench_threads_under_load.py                 # 1,200 MR rows, 3 folds (about 25 minutes)
-    uv run python bench/bench_threads_under_load.py --rows 400      # a quick look
+    uv run python bench/bench_threads_under_load.py --rows 600 --scenarios idle "idle, passive" busy "busy, passive"
 
 Each scenario is the real CLI in a subprocess, on the same splits (seed 42), in its own artifacts folder:
 
-- ``idle``: the default (torch threads fixed to the physical cores, ``OMP_WAIT_POLICY=PASSIVE``), nothing else running;
-- ``busy``: the same beside one process that keeps a core busy;
-- ``busy, spinning OpenMP``: the same, with the OpenMP library's default wait policy (threads spin at barriers);
+- ``idle``: the default (torch threads fixed to the physical cores, OpenMP threads spinning about 1,000 checks at a
+  barrier before they sleep: ``GOMP_SPINCOUNT=1000``), nothing else running;
+- ``idle, passive``: ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep at once; the default until 2026-12-07);
+- ``busy`` and ``busy, passive``: the same two beside one process that keeps a core busy;
+- ``busy, spinning OpenMP``: the OpenMP library's default wait policy (threads spin for milliseconds at barriers);
 - ``busy, adaptive``: ``num_threads: adaptive`` (the old default: as many threads as cores left free).
 
-Prints each scenario's wall time, its ratio to ``busy, adaptive``, its per-fold accuracy and whether every
+Prints each scenario's wall time, its ratio to ``busy, adaptive`` (or the first scenario run), its per-fold accuracy and whether every
 fold's metrics are identical to the idle run's. The recipe is fixed here (MiniLM, 3 epochs, as shipped until
 2026-12), so the figure does not move when the shipped config does.
 """
@@ -31,10 +33,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = {"epochs": 3, "batch_size": 32, "learning_rate": 8e-05, "weight_decay": 0.01, "warmup_ratio": 0.1,
           "scheduler": "linear", "max_length": 64, "early_stopping_patience": 1, "precision": "auto"}
-SCENARIOS = [  # name, busy process?, OMP_WAIT_POLICY (None: the CLI's default), num_threads
+SCENARIOS = [  # name, busy process?, OpenMP variables (None: the CLI's default), num_threads
     ("idle", False, None, None),
+    ("idle, passive", False, {"OMP_WAIT_POLICY": "PASSIVE"}, None),
     ("busy", True, None, None),
-    ("busy, spinning OpenMP", True, "", None),
+    ("busy, passive", True, {"OMP_WAIT_POLICY": "PASSIVE"}, None),
+    ("busy, spinning OpenMP", True, {"OMP_WAIT_POLICY": ""}, None),  # "" is no policy: libgomp's spinning default
     ("busy, adaptive", True, None, "adaptive"),
 ]
 
@@ -48,11 +52,11 @@ def _config(folder: Path, num_threads: str | None) -> Path:
     return path
 
 
-def _cli(*args: str, artifacts: Path, wait_policy: str | None) -> None:
+def _cli(*args: str, artifacts: Path, openmp: dict[str, str] | None) -> None:
     env = {**os.environ, "MLOPS_ARTIFACTS_DIR": str(artifacts)}
-    env.pop("OMP_WAIT_POLICY", None)
-    if wait_policy is not None:
-        env["OMP_WAIT_POLICY"] = wait_policy  # "" is no valid policy: libgomp falls back to its spinning default
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        env.pop(name, None)
+    env.update(openmp or {})
     subprocess.run([sys.executable, str(ROOT / "main.py"), *args], env=env, check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL)
 
@@ -66,21 +70,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1200, help="rows sampled from the full MR set")
     parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--scenarios", nargs="+", choices=[name for name, *_ in SCENARIOS],
+                        default=[name for name, *_ in SCENARIOS])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-threads-") as tmp:
         data = Path(tmp) / "mr_rows.csv"
         pd.read_csv(ROOT / "data" / "mr" / "mr_full.csv").sample(n=args.rows, random_state=42).to_csv(data, index=False)
         results = {}
-        for name, busy, wait_policy, threads in SCENARIOS:
+        for name, busy, openmp, threads in (s for s in SCENARIOS if s[0] in args.scenarios):
             folder = Path(tmp) / name.replace(" ", "_").replace(",", "")
             folder.mkdir()
             _cli("generate-splits", "--experiment-id", "bench", "--input-file", str(data), "--cv-folds",
-                 str(args.folds), artifacts=folder, wait_policy=wait_policy)
+                 str(args.folds), artifacts=folder, openmp=openmp)
             hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
             try:
                 started = time.perf_counter()
                 _cli("run-backtesting", "--experiment-id", "bench", "--model-config-name",
-                     str(_config(folder, threads)), artifacts=folder, wait_policy=wait_policy)
+                     str(_config(folder, threads)), artifacts=folder, openmp=openmp)
                 seconds = time.perf_counter() - started
             finally:
                 if hog is not None:
@@ -88,10 +94,11 @@ def main() -> None:
                     hog.wait()
             results[name] = (seconds, _folds(folder))
             print(f"{name}: {seconds:.0f} s", flush=True)
-        idle = [fold["metrics"] for fold in results["idle"][1]]
-        reference = results["busy, adaptive"][0]
+        first = next(iter(results))
+        idle = [fold["metrics"] for fold in results["idle" if "idle" in results else first][1]]
+        reference = results["busy, adaptive" if "busy, adaptive" in results else first][0]
         print(f"\n{args.rows} MR rows, {args.folds}-fold MiniLM backtest, seed 42")
-        print(f"{'scenario':<24} {'wall s':>7} {'vs adaptive':>11}  {'threads':>8}  identical to idle  accuracy per fold")
+        print(f"{'scenario':<24} {'wall s':>7} {'vs ' + ('adaptive' if 'busy, adaptive' in results else first):>11}  {'threads':>8}  identical to idle  accuracy per fold")
         for name, (seconds, folds) in results.items():
             threads = sorted({t for fold in folds for t in fold["runtime"].get("torch_threads_used", [])})
             same = [fold["metrics"] for fold in folds] == idle

@@ -14,7 +14,7 @@ from typing import Any
 
 from mlops.core.config import ModelConfig, Resources
 from mlops.core.errors import ConfigError
-from mlops.core.runtime import OPENMP_DEFAULTS
+from mlops.core.runtime import openmp_settings
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class RayCluster:
         if not ray.is_initialized():
             try:
                 # Workers on other machines get the OpenMP defaults the CLI sets here (mlops.core.runtime).
-                env = {"env_vars": {name: os.environ.get(name, value) for name, value in OPENMP_DEFAULTS.items()}}
+                env = {"env_vars": openmp_settings()}
                 if self.address:
                     ray.init(address=self.address, logging_level=logging.WARNING, runtime_env=env)
                 else:

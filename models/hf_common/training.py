@@ -90,8 +90,8 @@ class ThreadBudget:
 
     A fixed count keeps results bit-identical whatever else runs on the machine: a reduction split over
     another number of threads rounds differently. What makes a fixed team slow on a busy machine is OpenMP
-    threads spinning at every barrier while a team mate waits for a core; the CLI sets
-    ``OMP_WAIT_POLICY=PASSIVE`` (see ``mlops.core.runtime``) so a waiting thread sleeps instead.
+    threads spinning at every barrier while a team mate waits for a core; the CLI sets a
+    short spin (``GOMP_SPINCOUNT``, see ``mlops.core.runtime``) so a waiting thread soon sleeps instead.
 
     ``"adaptive"``: ``apply()`` measures how many cores *other* processes used since the last call (system
     CPU time minus this process's), sampling for ``sample_seconds`` the first time, and sets the count to the
