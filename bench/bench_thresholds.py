@@ -39,8 +39,6 @@ def thresholds_for(y_val, proba_val, shrinkage: float | None):
 
     if shrinkage is None:
         return np.full(proba_val.shape[1], 0.5)
-    if shrinkage == float("inf"):
-        return tune_thresholds(y_val, proba_val, shrinkage=1e12)
     return tune_thresholds(y_val, proba_val, shrinkage=shrinkage)
 
 

@@ -105,7 +105,7 @@ def tune_thresholds(y_true: np.ndarray, proba: np.ndarray, *, shrinkage: float =
     With ``shrinkage`` k > 0, a label with p positive rows gets (p * its own + k * shared) / (p + k), where the
     shared threshold maximises micro-F1 over every label's rows at once: a rare label's threshold, tuned on a
     handful of positives, is pulled towards the one all labels agree on. A label without a positive row gets the
-    shared threshold (0.5 when no label has one; with k = 0, 0.5).
+    shared threshold (0.5 when no label has one; with k = 0, 0.5); k = inf gives every label the shared one.
     """
     y_true, proba = np.asarray(y_true), np.asarray(proba, dtype=np.float64)
     positives = y_true.sum(axis=0)
@@ -115,7 +115,8 @@ def tune_thresholds(y_true: np.ndarray, proba: np.ndarray, *, shrinkage: float =
     thresholds = np.full(proba.shape[1], shared)
     for j in np.flatnonzero(positives):
         own = _best_cut(proba[:, j], y_true[:, j])
-        thresholds[j] = (positives[j] * own + shrinkage * shared) / (positives[j] + shrinkage)
+        thresholds[j] = shared if np.isinf(shrinkage) else (positives[j] * own + shrinkage * shared) / (
+            positives[j] + shrinkage)
     return thresholds
 
 
