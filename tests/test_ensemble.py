@@ -38,26 +38,88 @@ def test_weights_are_fitted_on_val_rows_only(cli, artifacts, built_csv, tmp_path
     config = tmp_path / "ens.json"
     config.write_text(json.dumps(FAST_ENSEMBLE))
     generate_splits(cli, "ens", built_csv, folds=3, seed=0)
-    seen = []
-    real = EnsembleClassifier._fit_combiner
+    seen, combined = [], []
+    real_fit, real_combiner = EnsembleClassifier.fit, EnsembleClassifier._fit_combiner
 
-    def spy(self, val):
+    def spy_fit(self, train, val=None, **kwargs):
         seen.append(set(val.texts))
-        return real(self, val)
+        return real_fit(self, train, val, **kwargs)
 
-    monkeypatch.setattr(EnsembleClassifier, "_fit_combiner", spy)
+    def spy_combiner(self, probas, val_labels):
+        combined.append([len(p) for p in probas] + [len(val_labels)])
+        return real_combiner(self, probas, val_labels)
+
+    monkeypatch.setattr(EnsembleClassifier, "fit", spy_fit)
+    monkeypatch.setattr(EnsembleClassifier, "_fit_combiner", spy_combiner)
     cli("run-backtesting", "--experiment-id", "ens", "--model-config-name", str(config))
     from mlops.experiments.service import ExperimentService
 
     experiment = ExperimentService(artifacts).load_experiment("ens")
     texts = pd.read_csv(built_csv)["text"].to_numpy()
     assert len(seen) == 3
-    for val_texts, fold in zip(seen, experiment.plan.backtesting, strict=True):
-        assert val_texts == set(texts[fold.val])
+    for val_texts, sizes, fold in zip(seen, combined, experiment.plan.backtesting, strict=True):
+        assert val_texts == set(texts[fold.val]) and sizes == [len(fold.val)] * 3
         assert not val_texts & set(texts[fold.test]) and not val_texts & set(texts[experiment.plan.holdout_test])
     record = json.loads((artifacts / "experiments" / "ens" / "runs" / "ens" / "backtesting" / "fold_0" /
                          "metrics.json").read_text())
     assert set(record["runtime"]["weights"]) == {"tfidf_logreg", "tfidf_svm"}
+
+
+def _fold_probas(run_dir, name="predictions.csv"):
+    frames = [pd.read_csv(path) for path in sorted(run_dir.rglob(name))]
+    return [frame[[c for c in frame if c.startswith("proba_")]].to_numpy() for frame in frames]
+
+
+@pytest.mark.parametrize("combiner", ["greedy", "stacking"])
+def test_stored_member_runs_are_reused_with_the_same_result(cli, artifacts, built_csv, tmp_path, monkeypatch,
+                                                            combiner):
+    """Members backtested and estimated first: the ensemble combines their stored val and test predictions,
+    trains nothing, and scores what training the members again gives; a member fold without its stored val
+    predictions is trained."""
+    arguments = {**FAST_ENSEMBLE["training_arguments"], "combiner": combiner}
+    reusing, training = tmp_path / "reusing.json", tmp_path / "training.json"
+    reusing.write_text(json.dumps({**FAST_ENSEMBLE, "training_arguments": arguments}))
+    training.write_text(json.dumps({**FAST_ENSEMBLE, "training_arguments": {**arguments,
+                                                                             "reuse_member_runs": False}}))
+    generate_splits(cli, "reuse", built_csv, folds=3, seed=0)
+    for command in ("run-backtesting", "estimate-performance"):
+        cli(command, "--experiment-id", "reuse", "--model-config-name", "tfidf_logreg", "--model-config-name",
+            "tfidf_svm")
+    runs = artifacts / "experiments" / "reuse" / "runs"
+    assert len(list((runs / "tfidf_svm").rglob("val_predictions.csv"))) == 4  # 3 folds and the estimate
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a member was trained although its stored run matches")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(EnsembleClassifier, "fit", no_training)
+        for command in ("run-backtesting", "estimate-performance"):
+            cli(command, "--experiment-id", "reuse", "--model-config-name", str(reusing))
+    for command in ("run-backtesting", "estimate-performance"):
+        cli(command, "--experiment-id", "reuse", "--model-config-name", str(training))
+    for run_type in ("backtesting", "performance_estimation"):
+        got, expected = _fold_probas(runs / "reusing" / run_type), _fold_probas(runs / "training" / run_type)
+        assert len(got) == (3 if run_type == "backtesting" else 1)
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-9)
+        for a, b in zip(_fold_probas(runs / "reusing" / run_type, "val_predictions.csv"),
+                        _fold_probas(runs / "training" / run_type, "val_predictions.csv"), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-9)
+    record = json.loads((runs / "reusing" / "backtesting" / "fold_1" / "metrics.json").read_text())
+    assert record["runtime"]["members"]["tfidf_svm"]["reused_predictions"].endswith("fold_1")
+    assert record["metrics"] == json.loads((runs / "training" / "backtesting" / "fold_1" /
+                                            "metrics.json").read_text())["metrics"]
+
+    (runs / "tfidf_svm" / "backtesting" / "fold_0" / "val_predictions.csv").unlink()
+    trained = []
+    real_fit = EnsembleClassifier.fit
+    monkeypatch.setattr(EnsembleClassifier, "fit", lambda self, *a, **k: trained.append(1) or real_fit(self, *a, **k))
+    result = cli("run-backtesting", "--experiment-id", "reuse", "--model-config-name", str(reusing), "--force")
+    assert trained == [1] and "rerun it with --force" in result.output
+    for a, b in zip(_fold_probas(runs / "reusing" / "backtesting"), expected_backtest := _fold_probas(
+            runs / "training" / "backtesting"), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+    assert len(expected_backtest) == 3
 
 
 @pytest.mark.parametrize("combiner", ["greedy", "stacking"])

@@ -20,7 +20,8 @@ def _split(cli, csv: Path, artifacts: Path, folds: int = 3, *columns: str) -> No
 
 def _folds(artifacts: Path, config: str) -> list[tuple[dict, pd.DataFrame]]:
     base = artifacts / "experiments" / "x" / "runs" / config / "backtesting"
-    return [(json.loads((d / "metrics.json").read_text()), pd.read_csv(d / "predictions.csv"))
+    return [(json.loads((d / "metrics.json").read_text()),
+             pd.concat([pd.read_csv(d / "predictions.csv"), pd.read_csv(d / "val_predictions.csv")]))
             for d in sorted(base.glob("fold_*"))]
 
 
@@ -58,6 +59,23 @@ def test_ray_and_local_executors_give_the_same_folds_for_tfidf(cli, small_csv, t
                  "--executor", "ray", "--ray-shared-data", artifacts_dir=ray)
     assert "Reused" not in shared.output
     _assert_same_runs(local, ray, "tfidf_logreg", 3)
+
+
+def test_ray_scores_multi_label_folds_with_their_tuned_thresholds(cli, tmp_path):
+    """Each label's threshold is tuned on the fold's val rows in the Ray task and comes back with the
+    probabilities: the same metrics and label sets as the local executor's."""
+    data = pd.read_csv(Path(__file__).resolve().parent.parent / "data" / "shapes" / "debian_works_with.csv",
+                       keep_default_na=False).head(240)
+    csv = tmp_path / "tags.csv"
+    data.to_csv(csv, index=False)
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    for root in (local, ray):
+        _split(cli, csv, root, 2, "--target-column", "tags", "--label-separator", "|", "--group-column", "source")
+    cli("run-backtesting", "--experiment-id", "x", "--model-config-name", "tfidf_logreg", artifacts_dir=local)
+    cli("run-backtesting", "--experiment-id", "x", "--model-config-name", "tfidf_logreg", "--executor", "ray",
+        artifacts_dir=ray)
+    _assert_same_runs(local, ray, "tfidf_logreg", 2)
+    assert any(t != 0.5 for t in _folds(ray, "tfidf_logreg")[0][0]["metrics"]["thresholds"])
 
 
 @pytest.fixture

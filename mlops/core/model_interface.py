@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -22,6 +22,7 @@ from mlops.core.text_dataset import TextDataset
 
 if TYPE_CHECKING:
     from mlops.core.callbacks import TrainingCallback
+    from mlops.core.plugins import NamedConfig
 
 
 @dataclass
@@ -122,6 +123,23 @@ class ModelInterface(ABC):
         and how it compares with this model on ``check`` rows.
         """
         raise ModelError(f"{type(self).__name__} has no ONNX export; export a Hugging Face encoder model instead.")
+
+
+@runtime_checkable
+class CombinesMembers(Protocol):
+    """A model made of other configs' models (the ensemble). A backtesting fold or hold-out estimate of it can
+    combine what its members' own runs of the same fold already predicted, instead of training them again."""
+
+    def reusable_members(self) -> list[NamedConfig]:
+        """The member configs whose stored runs may be reused; [] when the model is set not to reuse them."""
+
+    def fit_from_member_predictions(self, members: Sequence[str], val_probas: list[np.ndarray] | None,
+                                    val_labels: Sequence[Any] | None, sources: dict[str, Any]) -> None:
+        """Fit the combination on the members' val-row probabilities (None without val rows); ``sources`` says
+        where each member's predictions came from, for ``runtime_info``."""
+
+    def combine(self, probas: list[np.ndarray]) -> np.ndarray:
+        """The combined probabilities of the members' probabilities on the same rows."""
 
 
 def check_probabilities(proba: np.ndarray, n_rows: int, labels: Sequence[str], who: str) -> np.ndarray:

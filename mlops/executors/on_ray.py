@@ -96,7 +96,8 @@ class RayExecutor(LocalExecutor):
         if "error" in record:
             raise_error(record)
         return FoldOutcome(model=RemoteModel(record["runtime"]), proba=record["proba"], timings=record["timings"],
-                           proba_uncalibrated=record["proba_uncalibrated"])
+                           proba_uncalibrated=record["proba_uncalibrated"], thresholds=record["thresholds"],
+                           val_proba=record["val_proba"])
 
     def submit(self, service, experiment, configs: Sequence[NamedConfig], run_type: RunType,
                pending: dict[str, list[int]], device: str | None) -> None:

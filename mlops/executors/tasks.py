@@ -94,6 +94,7 @@ def run_fold_task(spec: dict[str, Any], box: dict[str, Any]) -> dict[str, Any]:
             context = FitContext(seed=spec["seed"], work_dir=Path(work), device=spec["device"], show_progress=False)
             outcome = fit_and_predict(named, train, val, test, spec["labels"], context)
         return {"proba": outcome.proba, "proba_uncalibrated": outcome.proba_uncalibrated,
+                "val_proba": outcome.val_proba, "thresholds": outcome.thresholds,
                 "timings": dict(outcome.timings), "runtime": {**outcome.model.runtime_info(), "executor": _node()}}
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the driver as data
         return error_record(exc)

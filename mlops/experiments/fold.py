@@ -68,6 +68,9 @@ class FoldOutcome:
     proba_uncalibrated: np.ndarray | None = None
     #: Multi-label: each label's decision threshold, tuned on the val rows (0.5 without them).
     thresholds: list[float] | None = None
+    #: The val rows' probabilities (None without val rows): stored with a run, so an ensemble of this config
+    #: and others can later fit its weights on them without training this config again.
+    val_proba: np.ndarray | None = None
 
 
 def fit_and_predict(
@@ -91,18 +94,25 @@ def fit_and_predict(
     if multi and not named.model_class.supports_multi_label:
         raise ModelError(f"{named.name} ({who}) does not support multi-label data; use a config of a family "
                          "that does (tfidf_logreg, minilm and the other Hugging Face encoders).")
-    thresholds = None
+    thresholds = val_proba = None
+    has_val = val is not None and len(val) > 0
     started = time.perf_counter()
     try:
         model = named.build()
-        model.fit(train, val if val is not None and len(val) else None, labels=list(labels), context=context)
+        model.fit(train, val if has_val else None, labels=list(labels), context=context)
         timings["train_s"] = time.perf_counter() - started
+        if has_val:
+            started = time.perf_counter()
+            val_proba = check_probabilities(model.predict_proba(val), len(val), labels, who)
+            timings["predict_val_s"] = time.perf_counter() - started
         if multi:
-            thresholds = _tuned_thresholds(model, val, labels, who)
+            thresholds = (tune_thresholds(label_matrix(val.labels, list(labels)), val_proba).tolist() if has_val
+                          else [DEFAULT_THRESHOLD] * len(labels))
         proba = uncalibrated = None
         if test is not None and len(test):
             started = time.perf_counter()
-            proba = check_probabilities(model.predict_proba(test), len(test), labels, who)
+            proba = (val_proba if test is val else  # the final model scores its own val rows
+                     check_probabilities(model.predict_proba(test), len(test), labels, who))
             timings["predict_s"] = time.perf_counter() - started
             predict_uncalibrated = getattr(model, "predict_proba_uncalibrated", None)
             if predict_uncalibrated is not None and getattr(model.training_arguments, "calibration", None):
@@ -113,12 +123,4 @@ def fit_and_predict(
     except Exception as exc:  # model code is third-party territory: report it as a model failure
         raise ModelError(f"{who} failed: {type(exc).__name__}: {exc}") from exc
     return FoldOutcome(model=model, proba=proba, timings=timings, proba_uncalibrated=uncalibrated,
-                       thresholds=thresholds)
-
-
-def _tuned_thresholds(model: ModelInterface, val: TextDataset | None, labels: Sequence[str], who: str) -> list[float]:
-    """Per-label thresholds that maximise each label's F1 on the val rows; 0.5 everywhere without val rows."""
-    if val is None or not len(val):
-        return [DEFAULT_THRESHOLD] * len(labels)
-    proba = check_probabilities(model.predict_proba(val), len(val), labels, who)
-    return tune_thresholds(label_matrix(val.labels, list(labels)), proba).tolist()
+                       thresholds=thresholds, val_proba=val_proba)

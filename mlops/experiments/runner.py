@@ -28,8 +28,9 @@ from mlops.core.provenance import environment_manifest
 from mlops.data.splitting import Fold
 from mlops.executors.local import LocalExecutor
 from mlops.experiments.fold import FoldOutcome, predictions_frame
+from mlops.experiments.reuse import base_identity, can_reuse_members, reused_outcome
 from mlops.experiments.service import (METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, SUMMARY_FILE,
-                                       Experiment, ExperimentService, RunType, dataset_at)
+                                       VAL_PREDICTIONS_FILE, Experiment, ExperimentService, RunType, dataset_at)
 from mlops.tracking.session import FoldRun, Tracking
 
 logger = logging.getLogger(__name__)
@@ -100,19 +101,10 @@ class ExperimentRunner:
     # --- shared pieces ---------------------------------------------------------------------------
     def _identity(self, experiment: Experiment, named: NamedConfig, run_type: RunType, fold: int,
                   executor: LocalExecutor) -> dict[str, Any]:
-        return {
-            "experiment_id": experiment.experiment_id,
-            "input_sha256": experiment.info["input_sha256"],
-            "split_parameters": experiment.info["split_parameters"],
-            "config_name": named.name,
-            "config_sha256": config_fingerprint(named.config, run_type),
-            "run_type": run_type.value,
-            "fold": fold,
-            "seed": experiment.seed,
-            # Device, threads, precision: what changes the numbers besides the config, for the arguments and
-            # device the fold trains with (under Ray: the task's CPUs and GPUs).
-            "arithmetic": executor.arithmetic(named, self.device),
-        }
+        # Device, threads, precision: what changes the numbers besides the config, for the arguments and
+        # device the fold trains with (under Ray: the task's CPUs and GPUs).
+        return {**base_identity(experiment, named, run_type, fold),
+                "arithmetic": executor.arithmetic(named, self.device)}
 
     def _context(self, seed: int, work_dir: Path | None, extra: list[TrainingCallback] | None = None) -> FitContext:
         return FitContext(seed=seed, work_dir=work_dir, device=self.device, show_progress=self.show_progress,
@@ -166,8 +158,9 @@ class ExperimentRunner:
         logger.info("%s fold %d/%d: training %s on %d rows (val %d), scoring %d rows", run_type.value, k + 1,
                     n_folds, named.name, len(train), len(val), len(test))
         try:
-            outcome = executor.fit(named, (named.name, run_type.value, k), train, val, test, experiment.labels,
-                                   self._context(experiment.seed, None, tracked.callbacks), run_dir)
+            outcome = (reused_outcome(self.service, experiment, named, run_type, k, fold, val) or
+                       executor.fit(named, (named.name, run_type.value, k), train, val, test, experiment.labels,
+                                    self._context(experiment.seed, None, tracked.callbacks), run_dir))
         except MlopsError as exc:
             raise type(exc)(f"{run_type.value} fold {k + 1}/{n_folds} of {named.name} failed: {exc}") from exc
         t0 = time.perf_counter()
@@ -186,9 +179,11 @@ class ExperimentRunner:
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         if self.writes:
-            self._write_fold(fold_dir, predictions_frame(fold.test, test, outcome.proba, experiment.labels,
-                                                         thresholds=outcome.thresholds,
-                                                         separator=_separator(experiment)), record)
+            frames = {PREDICTIONS_FILE: (fold.test, test, outcome.proba), VAL_PREDICTIONS_FILE: (fold.val, val,
+                                                                                                  outcome.val_proba)}
+            self._write_fold(fold_dir, {name: predictions_frame(*parts, experiment.labels, thresholds=outcome.thresholds,
+                                                                separator=_separator(experiment))
+                                        for name, parts in frames.items() if parts[2] is not None}, record)
         record["timings"]["write_s"] = time.perf_counter() - t0
         logger.info("%s fold %d/%d: accuracy %.4f, macro-F1 %.4f (train %.1fs)", run_type.value, k + 1, n_folds,
                     metrics["accuracy"], metrics["macro_f1"], outcome.timings.get("train_s", 0.0))
@@ -253,7 +248,7 @@ class ExperimentRunner:
             for fold_dir in run_dir.glob("fold_*"):
                 shutil.rmtree(fold_dir)
         else:
-            for stale in (METRICS_FILE, PREDICTIONS_FILE):
+            for stale in (METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE):
                 (run_dir / stale).unlink(missing_ok=True)
 
     @staticmethod
@@ -275,10 +270,11 @@ class ExperimentRunner:
         }
 
     @staticmethod
-    def _write_fold(fold_dir: Path, frame, record: dict[str, Any]) -> None:
-        """Both files appear at once: a fold counts as complete only once its folder holds metrics.json."""
+    def _write_fold(fold_dir: Path, frames: dict[str, Any], record: dict[str, Any]) -> None:
+        """The files appear at once: a fold counts as complete only once its folder holds metrics.json."""
         with staged_directory(fold_dir, replace=True) as scratch:
-            frame.to_csv(scratch / PREDICTIONS_FILE, index=False)
+            for name, frame in frames.items():
+                frame.to_csv(scratch / name, index=False)
             write_json(scratch / METRICS_FILE, record)
 
     # --- the three run types -----------------------------------------------------------------------
@@ -297,6 +293,10 @@ class ExperimentRunner:
         with executor.open(configs):
             pending = {named.name: self.pending_folds(experiment, named, run_type, force, executor)
                        for named in configs}
+            if executor.kind != "local":  # an ensemble fold combining its members' stored runs trains nothing
+                folds = self.service.folds(experiment, run_type)
+                pending = {named.name: [k for k in pending[named.name] if not can_reuse_members(
+                    self.service, experiment, named, run_type, k, folds[k])] for named in configs}
             if executor.kind != "local" and any(pending.values()):
                 if self.callbacks or self.tracking:
                     logger.warning("--executor %s: per-epoch tracking callbacks run only in the driver, so tasks "

@@ -27,12 +27,14 @@ from mlops.data.tables import DEFAULT_MAX_TEXT_CHARS, LabelledData, load_labelle
 logger = logging.getLogger(__name__)
 
 # The experiment folder: experiment.json and splits.npz, then runs/<config>/<run type>/ holding, per fold
-# (fold_<k>/ for backtesting), metrics.json and predictions.csv, and per run summary.json and run.json;
+# (fold_<k>/ for backtesting), metrics.json, predictions.csv and val_predictions.csv (the val rows, which an
+# ensemble's weights can be fitted on without retraining its members), and per run summary.json and run.json;
 # cli tune adds tuning/<study>.db (its Optuna study) and tuned/<config>_tuned.json (the best config).
 EXPERIMENT_FILE = "experiment.json"
 SPLITS_FILE = "splits.npz"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
+VAL_PREDICTIONS_FILE = "val_predictions.csv"
 SUMMARY_FILE = "summary.json"
 RUN_FILE = "run.json"
 FINAL_RECORD_FILE = "final_model.json"  # in runs/<config>/: where a final model written elsewhere went

@@ -6,6 +6,11 @@ start empty, add (with replacement) the member whose addition gives the lowest l
 probabilities on the val rows, ``iterations`` times; the weights are the counts. ``combiner: stacking`` fits a
 multinomial logistic regression on the members' val probabilities. ``combiner: mean`` averages them.
 Without val rows, or with one member, the weights are equal.
+
+In a backtesting fold or a hold-out estimate, the runner gives the ensemble its members' stored predictions of
+the same rows when each member's own run of that fold is there and matches (``reuse_member_runs``): the weights
+are then fitted on the stored val-row probabilities and applied to the stored test-row ones, with the same
+result as training the members again, in seconds.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ class EnsembleTrainingArguments(TrainingArguments):
     members: list[str] = Field(min_length=1, description="config names (model_configs/) or .json paths")
     combiner: Literal["greedy", "stacking", "mean"] = "greedy"
     iterations: int = Field(default=25, ge=1, description="greedy: members added (with replacement)")
+    reuse_member_runs: bool = Field(default=True, description=(
+        "backtesting and estimate-performance: combine the members' stored predictions of the same fold (run "
+        "them first) instead of training them again; members without a matching run are trained"))
 
 
 def _log_loss(proba: np.ndarray, y: np.ndarray) -> float:
@@ -62,8 +70,11 @@ class EnsembleClassifier(ModelInterface):
         self.member_configs: list[ModelConfig] = []
         self.weights: np.ndarray | None = None
         self.stacker = None
+        #: Where each member's predictions came from when the fold reused stored runs ({} when trained here).
+        self.reused_from: dict[str, Any] = {}
 
-    def _resolve_members(self):
+    def resolve_members(self):
+        """The members as resolved configs (NamedConfig), in the config's order."""
         from mlops.core.catalog import DEFAULT_CONFIG_DIR, ModelCatalog
 
         catalog = ModelCatalog(DEFAULT_CONFIG_DIR)
@@ -79,26 +90,39 @@ class EnsembleClassifier(ModelInterface):
             context: FitContext | None = None) -> EnsembleClassifier:
         self.labels = list(labels)
         context = context or FitContext()
-        self.members, self.member_names, self.member_configs = [], [], []
-        for member in self._resolve_members():
+        self.members, self.member_names, self.member_configs, self.reused_from = [], [], [], {}
+        for member in self.resolve_members():
             logger.info("ensemble: training member %s on %d rows", member.name, len(train))
             model = member.build()
             model.fit(train, val, labels=self.labels, context=context)
             self.members.append(model)
             self.member_names.append(member.name)
             self.member_configs.append(member.config)
-        self._fit_combiner(val)
+        has_val = val is not None and len(val) > 0
+        self._fit_combiner([m.predict_proba(val) for m in self.members] if has_val else None,
+                           val.labels if has_val else None)
         return self
 
-    def _fit_combiner(self, val: TextDataset | None) -> None:
+    def reusable_members(self):
+        return self.resolve_members() if self.training_arguments.reuse_member_runs else []
+
+    def fit_from_member_predictions(self, members: Sequence[str], val_probas: list[np.ndarray] | None,
+                                    val_labels: Sequence[Any] | None, sources: dict[str, Any]) -> None:
+        if not self.labels:
+            raise ModelError("set the ensemble's labels before fitting it on its members' predictions.")
+        self.members, self.member_configs = [], []
+        self.member_names, self.reused_from = list(members), dict(sources)
+        self._fit_combiner(val_probas, val_labels)
+
+    def _fit_combiner(self, probas: list[np.ndarray] | None, val_labels: Sequence[Any] | None) -> None:
         arguments = self.training_arguments
-        n = len(self.members)
+        n = len(self.member_names)
         self.weights, self.stacker = np.full(n, 1.0 / n), None
-        if val is None or not len(val) or n == 1 or arguments.combiner == "mean":
+        if probas is None or not len(val_labels) or n == 1 or arguments.combiner == "mean":
             return
         index = {label: j for j, label in enumerate(self.labels)}
-        y = np.array([index[label] for label in val.labels])
-        probas = [np.asarray(m.predict_proba(val), dtype=np.float64) for m in self.members]
+        y = np.array([index[label] for label in val_labels])
+        probas = [np.asarray(p, dtype=np.float64) for p in probas]
         if arguments.combiner == "greedy":
             self.weights = greedy_weights(probas, y, arguments.iterations)
         elif len(np.unique(y)) > 1:
@@ -111,23 +135,33 @@ class EnsembleClassifier(ModelInterface):
 
     def predict_proba(self, data: TextDataset) -> np.ndarray:
         if not self.members:
-            raise ModelError("the ensemble is not fitted.")
-        probas = [np.asarray(m.predict_proba(data), dtype=np.float64) for m in self.members]
+            raise ModelError("the ensemble is not fitted." if self.weights is None else
+                             "this ensemble was combined from its members' stored predictions, so it holds no "
+                             "member models to predict new rows with; train it (train-final-model) for that.")
+        return self.combine([m.predict_proba(data) for m in self.members])
+
+    def combine(self, probas: list[np.ndarray]) -> np.ndarray:
+        probas = [np.asarray(p, dtype=np.float64) for p in probas]
         if self.stacker is not None:
             raw = self.stacker.predict_proba(np.hstack(probas))
-            out = np.zeros((len(data), len(self.labels)))
+            out = np.zeros((len(probas[0]), len(self.labels)))
             out[:, self.stacker.classes_] = raw
             return out
         return np.tensordot(self.weights, np.stack(probas), axes=1)
 
     def runtime_info(self) -> dict[str, Any]:
-        return {"members": {name: model.runtime_info() for name, model in zip(self.member_names, self.members,
-                                                                               strict=True)},
+        if self.reused_from:
+            members = {name: {"reused_predictions": self.reused_from[name]} for name in self.member_names}
+        else:
+            members = {name: model.runtime_info() for name, model in zip(self.member_names, self.members, strict=True)}
+        return {"members": members,
                 "weights": None if self.weights is None else dict(zip(self.member_names, self.weights.tolist(),
                                                                       strict=True)),
                 "combiner": self.training_arguments.combiner}
 
     def save(self, directory: Path) -> None:
+        if not self.members:
+            raise ModelError("an ensemble combined from stored predictions holds no member models to save.")
         directory = Path(directory)
         for i, (name, model, config) in enumerate(zip(self.member_names, self.members, self.member_configs,
                                                       strict=True)):
