@@ -164,3 +164,20 @@ def test_serve_answers_what_predict_new_writes(cli, artifacts, built_csv, tmp_pa
     got = np.array([[p["probabilities"][label] for label in ("negative", "neutral", "positive")] for p in answer])
     np.testing.assert_allclose(got, expected[["proba_negative", "proba_neutral", "proba_positive"]].to_numpy(),
                                atol=1e-6)
+
+
+def test_a_changed_member_config_makes_the_stored_ensemble_folds_stale(cli, artifacts, built_csv, tmp_path):
+    from tests.helpers.cli import assert_clean_failure
+
+    member = tmp_path / "member.json"
+    member.write_text(json.dumps({"module_path": "models.tfidf_linear.model", "class_name": "TfidfLinearClassifier",
+                                  "training_arguments": {"C": 1.0}}))
+    ensemble = tmp_path / "ens.json"
+    ensemble.write_text(json.dumps({**FAST_ENSEMBLE, "training_arguments": {"members": [str(member), "tfidf_svm"]}}))
+    generate_splits(cli, "stale", built_csv, folds=2, seed=0)
+    cli("run-backtesting", "--experiment-id", "stale", "--model-config-name", str(ensemble))
+    member.write_text(json.dumps({"module_path": "models.tfidf_linear.model", "class_name": "TfidfLinearClassifier",
+                                  "training_arguments": {"C": 5.0}}))
+    refused = cli("run-backtesting", "--experiment-id", "stale", "--model-config-name", str(ensemble),
+                  expect=None)
+    assert_clean_failure(refused, "parts_sha256", "--force")

@@ -82,6 +82,12 @@ class ModelInterface(ABC):
         fold recorded before identities carried it. Default: none."""
         return {}
 
+    @classmethod
+    def parts_fingerprint(cls, arguments: TrainingArguments) -> dict[str, str]:
+        """For a model made of other configs (the ensemble): each part's config fingerprint, so a stored fold
+        of it stops matching when a part's config changes. Default: none."""
+        return {}
+
     @abstractmethod
     def fit(
         self,

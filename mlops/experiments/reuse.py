@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 def base_identity(experiment: Experiment, named: NamedConfig, run_type: RunType, fold: int) -> dict[str, Any]:
     """What a fold's stored result must match to stand for ``named`` on this fold, device and threads aside."""
-    return {
+    parts = named.model_class.parts_fingerprint(named.arguments)
+    return {**({"parts_sha256": parts} if parts else {}),
         "experiment_id": experiment.experiment_id,
         "input_sha256": experiment.info["input_sha256"],
         "split_parameters": experiment.info["split_parameters"],

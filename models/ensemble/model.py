@@ -48,6 +48,19 @@ def _log_loss(proba: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, None))))
 
 
+def _resolve(members: list[str]):
+    from mlops.core.catalog import DEFAULT_CONFIG_DIR, ModelCatalog
+
+    catalog = ModelCatalog(DEFAULT_CONFIG_DIR)
+    named = []
+    for name in members:
+        member = catalog.resolve(name)
+        if issubclass(member.model_class, EnsembleClassifier):
+            raise ConfigError(f"ensemble member {name!r} is itself an ensemble; name its members instead.")
+        named.append(member)
+    return named
+
+
 def greedy_weights(member_probas: list[np.ndarray], y: np.ndarray, iterations: int) -> np.ndarray:
     """Caruana's ensemble selection with replacement on log-loss; returns weights summing to 1."""
     counts = np.zeros(len(member_probas))
@@ -73,18 +86,15 @@ class EnsembleClassifier(ModelInterface):
         #: Where each member's predictions came from when the fold reused stored runs ({} when trained here).
         self.reused_from: dict[str, Any] = {}
 
+    @classmethod
+    def parts_fingerprint(cls, arguments: EnsembleTrainingArguments) -> dict[str, str]:
+        from mlops.core.config import config_fingerprint
+
+        return {member.name: config_fingerprint(member.config) for member in _resolve(arguments.members)}
+
     def resolve_members(self):
         """The members as resolved configs (NamedConfig), in the config's order."""
-        from mlops.core.catalog import DEFAULT_CONFIG_DIR, ModelCatalog
-
-        catalog = ModelCatalog(DEFAULT_CONFIG_DIR)
-        named = []
-        for name in self.training_arguments.members:
-            member = catalog.resolve(name)
-            if member.model_class is type(self):
-                raise ConfigError(f"ensemble member {name!r} is itself an ensemble; name its members instead.")
-            named.append(member)
-        return named
+        return _resolve(self.training_arguments.members)
 
     def fit(self, train: TextDataset, val: TextDataset | None = None, *, labels: Sequence[str],
             context: FitContext | None = None) -> EnsembleClassifier:
