@@ -131,6 +131,19 @@ def test_generate_splits_keeps_near_duplicates_on_one_side(cli, artifacts, tmp_p
         side.update({int(r): f"fold{k}" for r in arrays[f"backtesting_{k}_test"]})
     assert all(side[i] == side[300 + i] for i in range(40))
 
+    from mlops.experiments.service import ExperimentService
+    from mlops.tuning.trial import trial_splits
+
+    service = ExperimentService(artifacts)  # tune --nested's inner folds keep them together too
+    experiment = service.load_experiment("near")
+    inner = trial_splits(experiment, service.load_data(experiment), 3, fold=0)
+    train_rows = set(arrays["backtesting_0_train"].tolist())
+    pairs_inside = [i for i in range(40) if i in train_rows and 300 + i in train_rows]
+    assert len(pairs_inside) > 10
+    for _, val in inner:
+        val = set(val.tolist())
+        assert all((i in val) == (300 + i in val) for i in pairs_inside)
+
 
 # --- the command -------------------------------------------------------------------------------------------
 @pytest.fixture

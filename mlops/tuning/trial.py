@@ -2,7 +2,8 @@
 
 A trial trains on the estimate stage's train split (or, for ``tune --nested``, a backtesting fold's) and
 is scored by macro-F1 on its validation split, or on ``inner_folds`` stratified folds of that train split
-(leakage groups kept whole). The global hold-out is never among those rows, nor a nested fold's test rows.
+(leakage groups kept whole: duplicates, the group column and, where the experiment joins them, near-duplicates).
+The global hold-out is never among those rows, nor a nested fold's test rows.
 The same ``evaluate_trial`` runs in this process or in a Ray task.
 """
 
@@ -26,7 +27,7 @@ from mlops.core.plugins import NamedConfig, resolve
 from mlops.data.splitting import StratifiedGroupFolds, leakage_groups
 from mlops.data.tables import LabelledData
 from mlops.experiments.fold import fit_and_predict
-from mlops.experiments.service import Experiment, dataset_at
+from mlops.experiments.service import Experiment, comparable_texts, dataset_at, near_duplicate_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,12 @@ def trial_splits(experiment: Experiment, data: LabelledData, inner_folds: int | 
                                   f"trials on; pass --inner-folds K, or regenerate the splits with {option} above 0.")
         return [(np.asarray(source.train), np.asarray(source.val))]
     frame = data.frame.loc[source.train]
+    params = experiment.info["split_parameters"]  # near-duplicates stay together as generate-splits kept them
+    pairs = near_duplicate_pairs(comparable_texts(frame), params.get("near_duplicates", "off"),
+                                 params.get("near_duplicate_threshold"))
     groups = leakage_groups(frame["text"].tolist(), frame["text_pair"].tolist() if "text_pair" in frame else None,
-                            frame["group"].tolist() if "group" in frame else None)
+                            frame["group"].tolist() if "group" in frame else None,
+                            linked_pairs=None if pairs is None else (pairs.first, pairs.second))
     rows = np.asarray(source.train)
     splitter = StratifiedGroupFolds(inner_folds, seed=experiment.seed)
     try:
