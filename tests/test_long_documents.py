@@ -1,4 +1,4 @@
-"""truncation: head_tail: which tokens a long text keeps, in the HF encoder and in its ONNX export alike."""
+"""truncation head_tail and windows: which tokens a long text keeps, in the HF encoder and in its ONNX export alike."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from mlops.core.config import ModelConfig
 from mlops.core.model_interface import FitContext
 from mlops.core.text_dataset import TextDataset
 from models.hf_common.truncation import head_tail_cut, head_tokens_for
+from models.hf_common.windows import Windows, window_starts
 
 LABELS = ["tech", "food", "sports"]
 
@@ -88,4 +89,90 @@ def test_the_onnx_export_cuts_the_same_tokens(head_tail_model, tmp_path, monkeyp
     assert json.loads((folder / "onnx" / "export.json").read_text())["head_tokens"] == 4
     onnx = load_model(folder, runtime="onnx")
     sample = TextDataset(texts[:40])
+    np.testing.assert_allclose(onnx.predict_proba(sample), model.predict_proba(sample), atol=1e-4)
+
+
+# --- windows -------------------------------------------------------------------------------------------------
+def test_windows_cover_every_token_and_keep_head_and_tail_when_capped():
+    for n in range(1, 80):
+        starts, capped = window_starts(n, 14, 3, 8)
+        covered = set()
+        for start in starts:
+            assert 0 <= start and start + min(14, n) <= n
+            covered |= set(range(start, min(start + 14, n)))
+        if not capped:
+            assert covered == set(range(n))
+            assert all(b - a <= 14 - 3 for a, b in zip(starts, starts[1:]))  # neighbours share >= 3 tokens
+        else:
+            assert len(starts) == 8 and starts[0] == 0 and starts[-1] == n - 14
+    assert window_starts(10, 14, 3, 8) == ([0], False)
+
+
+def test_pooling_is_the_mean_of_the_windows_logits():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(7, 3)) * 3
+    owner = np.array([0, 0, 0, 1, 2, 2, 2])
+    softmax = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    mean = np.stack([logits[owner == i].mean(0) for i in range(3)])
+    np.testing.assert_allclose(Windows.pool(logits, owner, 3, kind="logits"), mean)
+    np.testing.assert_allclose(Windows.pool(softmax, owner, 3, kind="softmax"),
+                               np.exp(mean) / np.exp(mean).sum(1, keepdims=True), atol=1e-12)
+    np.testing.assert_allclose(Windows.pool(1 / (1 + np.exp(-logits)), owner, 3, kind="sigmoid"),
+                               1 / (1 + np.exp(-mean)), atol=1e-12)
+
+
+def _middle(texts):  # the topic words sit in the middle of long filler: neither end holds them
+    return ["the " * 20 + text + " the" * 20 for text in texts]
+
+
+@pytest.fixture(scope="module")
+def windows_model(tmp_path_factory):
+    from mlops.core.model_folder import write_model_descriptor
+    from models.hf_encoder.model import HFEncoderClassifier
+
+    base = build_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
+    texts, labels = topic_data(200, seed=1)
+    texts = _middle(texts)
+    config = _config(base, "windows")
+    model = HFEncoderClassifier(config).fit(TextDataset(texts, labels), labels=LABELS,
+                                            context=FitContext(seed=0, show_progress=False))
+    folder = tmp_path_factory.mktemp("final") / "model"
+    folder.mkdir()
+    model.save(folder)
+    write_model_descriptor(folder, "tiny", config, LABELS)
+    (folder / "manifest.json").write_text(json.dumps({"created_at": "test", "input_file": None}))
+    return model, folder, texts, labels
+
+
+def test_windows_read_the_middle_of_a_long_text(windows_model):
+    from models.hf_encoder.model import HFEncoderClassifier
+
+    model, _, texts, labels = windows_model
+    windows, owner, cut = model.windows.split(texts[:5])
+    assert cut == 0 and len(windows) > 5 and sorted(set(owner.tolist())) == [0, 1, 2, 3, 4]
+    assert all(len(model.tokenizer(w)["input_ids"]) <= 16 for w in windows)  # each fits max_length
+    assert model.runtime_info()["windows"]["train_windows"] > 3 * len(texts)
+    truth = [LABELS.index(y) for y in labels]
+    head_tail = HFEncoderClassifier(_config(Path(model.config.model_name), "head_tail")).fit(
+        TextDataset(texts, labels), labels=LABELS, context=FitContext(seed=0, show_progress=False))
+    accuracy = (model.predict_proba(TextDataset(texts)).argmax(1) == truth).mean()
+    blind = (head_tail.predict_proba(TextDataset(texts)).argmax(1) == truth).mean()
+    assert accuracy > blind + 0.2, (accuracy, blind)
+
+
+def test_the_onnx_export_pools_the_same_windows(windows_model, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from mlops.core.model_folder import load_model
+    from mlops.deploy.export import export_model
+
+    monkeypatch.setattr("mlops.core.model_folder._gpu_present", lambda: False)
+    model, folder, texts, labels = windows_model
+    rows = tmp_path / "rows.csv"
+    more, more_labels = topic_data(200, seed=3)
+    pd.DataFrame({"text": texts + _middle(more), "label": labels + more_labels}).to_csv(rows, index=False)
+    export_model(folder, precision="fp32", data_file=rows, rows=300)
+    assert json.loads((folder / "onnx" / "export.json").read_text())["windows"] == {"overlap": 3, "max_windows": 8}
+    onnx = load_model(folder, runtime="onnx")
+    sample = TextDataset(texts[:40] + ["short one", "filler " * 200])  # no window, and more than max_windows
     np.testing.assert_allclose(onnx.predict_proba(sample), model.predict_proba(sample), atol=1e-4)

@@ -354,3 +354,11 @@ def quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def log_truncation(what: str, truncated: int, total: int, max_length: int) -> None:
+    """Warn how many ``what`` texts were longer than ``max_length`` tokens and cut."""
+    if truncated:
+        logger.warning("%d of %d %s texts (%.1f%%) are longer than max_length=%d tokens and were truncated "
+                       "(raise training_arguments.max_length to keep more)", truncated, total, what,
+                       100 * truncated / total, max_length)

@@ -70,11 +70,16 @@ class HFEncoderTrainingArguments(TrainingArguments):
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     max_grad_norm: float | None = Field(default=1.0, gt=0, description="gradient clipping; null disables it")
     max_length: int = Field(default=128, ge=8, description="tokens per text (or pair); longer inputs are truncated")
-    truncation: Literal["head", "head_tail"] = Field(
-        default="head", description="what a longer single text keeps: its first max_length tokens, or its head and "
-        "its tail (Sun et al. 2019); sentence pairs are always cut from the end")
+    truncation: Literal["head", "head_tail", "windows"] = Field(
+        default="head", description="what a longer single text keeps: its first max_length tokens, its head and "
+        "its tail (Sun et al. 2019), or all of it in overlapping windows whose logits are averaged (every window "
+        "trains with the text's label); sentence pairs are always cut from the end")
     head_tokens: int | None = Field(default=None, ge=0, description="head_tail: tokens kept from the start "
                                     "(default max_length // 4), the rest from the end")
+    window_overlap: int | None = Field(default=None, ge=0, description="windows: tokens two neighbouring windows "
+                                       "share (default a quarter of a window)")
+    max_windows: int = Field(default=8, ge=2, description="windows: the most per text (the first ones and the "
+                             "last; a longer text's middle is left out)")
     early_stopping_patience: int | None = Field(
         default=2, ge=1, description="epochs without validation macro-F1 gain before stopping; null: run all epochs"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -169,3 +170,24 @@ def set_activation_checkpointing(model, enabled: bool) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_disable()
+
+
+def clip_max_length(tokenizer, requested: int) -> int:
+    """``requested`` tokens, or the checkpoint's own limit where it is lower (with a warning)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 8 <= limit < 100_000 and requested > limit:
+        logger.warning("max_length %d exceeds the model's limit of %d tokens; using %d", requested, limit, limit)
+        return limit
+    return requested
+
+
+def read_meta(directory: Path, name: str, expected_format: int, who: str) -> dict:
+    """A saved folder's meta file, checked for its format (``ModelError`` naming the fix otherwise)."""
+    path = Path(directory) / name
+    if not path.is_file():
+        raise ModelError(f"{directory} has no {name}; it is not a model saved by {who}.")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    if meta.get("format") != expected_format:
+        raise ModelError(f"{path} has format {meta.get('format')!r}, expected {expected_format}; "
+                         "retrain the model with this version of the tool.")
+    return meta

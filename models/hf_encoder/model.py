@@ -30,15 +30,17 @@ from models.hf_common.batching import inference_batches, length_sorted_batches
 from models.hf_common.calibration import calibrate_temperature
 from models.hf_common.resolve import resolve_pretrained
 from models.hf_common.training import (ThreadBudget, autocast, class_weight_vector, keep_freed_memory_for_reuse,
-                                       quiet_transformers, resolve_precision, token_lengths)
+                                       log_truncation, quiet_transformers, resolve_precision, token_lengths)
 from models.hf_common.truncation import head_tokens_for, tokenize
+from models.hf_common.windows import Windows, hf_offsets
 from models.hf_encoder.arguments import HFEncoderTrainingArguments
-from models.hf_encoder.building import load_pretrained, load_saved, set_activation_checkpointing, wrap_lora
+from models.hf_encoder.building import (clip_max_length, load_pretrained, load_saved, read_meta,
+                                        set_activation_checkpointing, wrap_lora)
 from models.hf_encoder.callbacks import encoder_callbacks
 from models.hf_encoder.loop import EncoderTrainingLoop, TrainingData, TrainStep, distributed_world, wrap_distributed
 from models.hf_encoder.recipe import plan_training
-from models.hf_encoder.targets import (check_multi_label_arguments, encode_targets, multi_label_validation_score,
-                                       text_columns)
+from models.hf_encoder.targets import (check_multi_label_arguments, check_pairs, encode_targets,
+                                       multi_label_validation_score, text_columns)
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +105,8 @@ class HFEncoderClassifier(ModelInterface):
         self._max_length = args.max_length
         self._eval_batch_size = args.eval_batch_size
         self._info.update(device=self._device, precision=self._precision, precision_reason=reason,
-                          torch_threads=threads, thread_mode="adaptive" if self._threads.adaptive else "fixed")
+                          truncation=args.truncation, torch_threads=threads,
+                          thread_mode="adaptive" if self._threads.adaptive else "fixed")
         logger.info("device %s, precision %s (%s; set with training_arguments.precision), %d torch threads "
                     "(%s; set with training_arguments.num_threads)", self._device, self._precision, reason, threads,
                     "cores not busy with other processes, changing with the load" if self._threads.adaptive
@@ -114,7 +117,7 @@ class HFEncoderClassifier(ModelInterface):
         self._info["model_source"] = resolved.describe()
         self._base_model_ref = resolved.source if resolved.kind == "local" else resolved.name
         self._tokenizer, model = load_pretrained(resolved, self.labels, args, multi_label=self.multi_label)
-        self._max_length = self._clip_max_length(args.max_length)
+        self._max_length = clip_max_length(self._tokenizer, args.max_length)
         self._save_mode = "full"
         if args.peft is not None:
             model, self._info["peft"] = wrap_lora(model, args.peft)
@@ -143,13 +146,6 @@ class HFEncoderClassifier(ModelInterface):
             max_length=self._max_length, save_mode=self._save_mode,
         )
 
-    def _clip_max_length(self, requested: int) -> int:
-        limit = getattr(self._tokenizer, "model_max_length", None)
-        if isinstance(limit, int) and 8 <= limit < 100_000 and requested > limit:
-            logger.warning("max_length %d exceeds the model's limit of %d tokens; using %d", requested, limit, limit)
-            return limit
-        return requested
-
     def _validation_score(self, val: TextDataset, y_val: np.ndarray) -> float:
         from sklearn.metrics import f1_score
 
@@ -159,12 +155,6 @@ class HFEncoderClassifier(ModelInterface):
             return multi_label_validation_score(proba, y_val)
         return float(f1_score(y_val, proba.argmax(axis=1), average="macro"))
 
-    def _log_truncation(self, what: str, truncated: int, total: int) -> None:
-        if truncated:
-            logger.warning("%d of %d %s texts (%.1f%%) are longer than max_length=%d tokens and were truncated "
-                           "(raise training_arguments.max_length to keep more)", truncated, total, what,
-                           100 * truncated / total, self._max_length)
-
     # --- encoding --------------------------------------------------------------------------------------------
 
     @property
@@ -173,19 +163,18 @@ class HFEncoderClassifier(ModelInterface):
         args = self.training_arguments
         return head_tokens_for(args.truncation, args.head_tokens, self._max_length)
 
+    @property
+    def windows(self) -> Windows | None:
+        """``truncation: windows``: how long single texts are split and pooled (None: one cut per text)."""
+        args = self.training_arguments
+        return (Windows(hf_offsets(self._tokenizer), self._max_length, args.window_overlap, args.max_windows)
+                if args.truncation == "windows" and not self._uses_pairs and self._tokenizer is not None else None)
+
     def encode(self, texts: list, pairs: list | None, idx: np.ndarray) -> dict:
         batch_pairs = None if pairs is None else [str(pairs[i]) for i in idx]
         encoded = tokenize(self._tokenizer, [str(texts[i]) for i in idx], batch_pairs, self._max_length,
                            self.head_tokens)
         return {key: value.to(self._device) for key, value in encoded.items()}
-
-    def _check_pairs(self, data: TextDataset) -> None:
-        has_pairs = data.text_pairs is not None
-        if has_pairs != self._uses_pairs:
-            trained = "sentence pairs" if self._uses_pairs else "single texts"
-            given = "sentence pairs" if has_pairs else "single texts"
-            raise ModelError(f"the model was trained on {trained} but was given {given}; "
-                             "pass the same text columns as in training.")
 
     # --- fit -------------------------------------------------------------------------------------------------
 
@@ -205,7 +194,7 @@ class HFEncoderClassifier(ModelInterface):
         y = encode_targets(train.labels, self.labels, "training")
         y_val = None
         if val is not None and val.labels is not None and len(val) > 0:
-            self._check_pairs(val)
+            check_pairs(val, self._uses_pairs)
             y_val = encode_targets(val.labels, self.labels, "validation")
         return texts, pairs, y, y_val
 
@@ -225,9 +214,11 @@ class HFEncoderClassifier(ModelInterface):
         torch.manual_seed(context.seed)
         rng = np.random.default_rng(context.seed)
         model = self._build_model(args)
+        if (windows := self.windows) is not None:  # every window of a long text trains with the text's label
+            texts, y, self._info["windows"] = windows.training_rows(texts, y)
         lengths, truncated = token_lengths(self._tokenizer, texts, pairs, self._max_length)
         self._info["truncated"]["train"] = truncated
-        self._log_truncation("training", truncated, len(texts))
+        log_truncation("training", truncated, len(texts), self._max_length)
         rank, _, world = distributed_world()
         args, self._info["recipe"] = plan_training(args, self.labels, y, world)
         weights = class_weight_vector(args.class_weight, self.labels, y)
@@ -274,10 +265,21 @@ class HFEncoderClassifier(ModelInterface):
 
     def _predict(self, data: TextDataset, temperature: float | None = None, *,
                  logits_only: bool = False) -> tuple[np.ndarray, int]:
+        """Scores of ``data`` and how many texts were cut; under windows, the windows' pooled per text."""
+        windows = self.windows
+        if windows is None or not len(data):
+            return self._predict_rows(data, temperature, logits_only=logits_only)
+        texts, owner, cut = windows.split(list(data.texts))
+        scores = self._predict_rows(TextDataset(texts), temperature, logits_only=logits_only)[0]
+        kind = "logits" if logits_only else "sigmoid" if self.multi_label else "softmax"
+        return windows.pool(scores, owner, len(data), kind=kind), cut
+
+    def _predict_rows(self, data: TextDataset, temperature: float | None = None, *,
+                      logits_only: bool = False) -> tuple[np.ndarray, int]:
         import torch
 
         model = self.fitted_module()
-        self._check_pairs(data)
+        check_pairs(data, self._uses_pairs)
         out = np.empty((len(data), len(self.labels)), dtype=np.float64)
         if len(data) == 0:
             return out, 0
@@ -355,13 +357,7 @@ class HFEncoderClassifier(ModelInterface):
     @classmethod
     def load(cls, directory: Path, config: ModelConfig, *, device: str | None = None) -> HFEncoderClassifier:
         directory = Path(directory)
-        meta_path = directory / META_FILE
-        if not meta_path.is_file():
-            raise ModelError(f"{directory} has no {META_FILE}; it is not a model saved by HFEncoderClassifier.")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != META_FORMAT:
-            raise ModelError(f"{meta_path} has format {meta.get('format')!r}, expected {META_FORMAT}; "
-                             "retrain the model with this version of the tool.")
+        meta = read_meta(directory, META_FILE, META_FORMAT, cls.__name__)
         loaded = cls(config)
         args = loaded.training_arguments
         loaded.labels = list(meta["labels"])

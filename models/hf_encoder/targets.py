@@ -50,3 +50,13 @@ def multi_label_validation_score(proba: np.ndarray, y_val: np.ndarray) -> float:
     from sklearn.metrics import f1_score
 
     return float(f1_score(y_val.astype(np.int8), (proba >= 0.5).astype(np.int8), average="micro", zero_division=0))
+
+
+def check_pairs(data, uses_pairs: bool) -> None:
+    """``ModelError`` when ``data`` has text pairs and the model was trained on single texts, or the reverse."""
+    has_pairs = data.text_pairs is not None
+    if has_pairs != uses_pairs:
+        trained = "sentence pairs" if uses_pairs else "single texts"
+        given = "sentence pairs" if has_pairs else "single texts"
+        raise ModelError(f"the model was trained on {trained} but was given {given}; "
+                         "pass the same text columns as in training.")

@@ -32,6 +32,7 @@ class ExportableEncoder(Protocol):
     uses_text_pairs: bool
     temperature: float
     head_tokens: int | None  # truncation head_tail: tokens kept from the start; None: the head only
+    windows: Any  # truncation windows: a models.hf_common.windows.Windows; None: one cut per text
     multi_label: bool  # a sigmoid per label
 
     def fitted_module(self) -> Any: ...
@@ -65,6 +66,7 @@ def _export_meta(classifier: ExportableEncoder, outcome, truncation_side: str) -
         "pad_token_id": classifier.tokenizer.pad_token_id,
         "truncation_side": truncation_side,
         "head_tokens": classifier.head_tokens,
+        "windows": _windows_meta(classifier),
         "input_names": outcome.input_names,
         "rescore": ({"onnx_file": graph.RESCORE_FILE, "margin_below": outcome.rescore_margin_below}
                     if outcome.rescore_margin_below else None),
@@ -72,6 +74,11 @@ def _export_meta(classifier: ExportableEncoder, outcome, truncation_side: str) -
         "temperature": classifier.temperature,
         "multi_label": classifier.multi_label,
     }
+
+
+def _windows_meta(classifier: ExportableEncoder) -> dict[str, int] | None:
+    windows = classifier.windows
+    return None if windows is None else {"overlap": windows.overlap, "max_windows": windows.max_windows}
 
 
 def export_encoder_onnx(classifier: ExportableEncoder, directory: Path, *, precision: str,
@@ -114,7 +121,8 @@ def export_encoder_onnx(classifier: ExportableEncoder, directory: Path, *, preci
             Tokenizer.from_file(str(directory / TOKENIZER_FILE)), labels=classifier.labels,
             max_length=classifier.max_length, uses_text_pairs=classifier.uses_text_pairs,
             pad_token_id=tokenizer.pad_token_id, truncation_side=truncation_side, temperature=classifier.temperature,
-            head_tokens=classifier.head_tokens, multi_label=classifier.multi_label)
+            head_tokens=classifier.head_tokens, multi_label=classifier.multi_label,
+            windows=_windows_meta(classifier))
         return runtime.predict_proba(check)
 
     with quiet_transformers():

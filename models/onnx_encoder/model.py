@@ -26,6 +26,7 @@ from mlops.core.model_interface import FitContext, ModelInterface, TrainingArgum
 from mlops.core.text_dataset import TextDataset
 from models.hf_common.batching import padding_aware_batches
 from models.hf_common.truncation import head_tail_cut
+from models.hf_common.windows import Windows, rust_offsets
 
 EXPORT_FILE = "export.json"
 EXPORT_FORMAT = 1
@@ -87,6 +88,7 @@ class OnnxEncoderClassifier(ModelInterface):
         self._tokenizer = None
         self._cutter = None  # truncation head_tail: the tokenizer without truncation, cut afterwards
         self._head_tokens: int | None = None
+        self._windows = None  # truncation windows: models.hf_common.windows.Windows over the untruncated tokenizer
         self._input_names: list[str] = []
         self._max_length = 0
         self._uses_pairs = False
@@ -135,7 +137,7 @@ class OnnxEncoderClassifier(ModelInterface):
                                 uses_text_pairs=meta["uses_text_pairs"], pad_token_id=meta.get("pad_token_id"),
                                 truncation_side=meta.get("truncation_side", "right"), training_arguments=args,
                                 temperature=float(meta.get("temperature", 1.0)), head_tokens=meta.get("head_tokens"),
-                                multi_label=bool(meta.get("multi_label")))
+                                multi_label=bool(meta.get("multi_label")), windows=meta.get("windows"))
         if rescore_session is not None:
             loaded._rescore_session, loaded._rescore_below = rescore_session, float(rescore["margin_below"])
         # the other workers' sessions are opened on the first call with more than one batch
@@ -151,7 +153,7 @@ class OnnxEncoderClassifier(ModelInterface):
                    pad_token_id: int | None, truncation_side: str = "right",
                    training_arguments: OnnxEncoderArguments | None = None,
                    temperature: float = 1.0, head_tokens: int | None = None,
-                   multi_label: bool = False) -> OnnxEncoderClassifier:
+                   multi_label: bool = False, windows: dict[str, int] | None = None) -> OnnxEncoderClassifier:
         """A classifier around an open session and a ``tokenizers.Tokenizer`` (used by the export's own check)."""
         import onnxruntime as ort
 
@@ -171,11 +173,14 @@ class OnnxEncoderClassifier(ModelInterface):
         tokenizer.no_padding()
         model._head_tokens = head_tokens
         model._cutter = None
-        if head_tokens is not None and not uses_text_pairs:  # cut after tokenizing, as the HF model does
+        if (head_tokens is not None or windows) and not uses_text_pairs:  # cut after tokenizing, as the HF model
             from tokenizers import Tokenizer
 
             model._cutter = Tokenizer.from_str(tokenizer.to_str())
             model._cutter.no_truncation()
+        if windows and not uses_text_pairs:
+            model._windows = Windows(rust_offsets(model._cutter), model._max_length, windows["overlap"],
+                                     windows["max_windows"])
         tokenizer.enable_truncation(model._max_length, direction=truncation_side)
         model._tokenizer, model._sessions = tokenizer, [session]
         model._input_names = [node.name for node in session.get_inputs()]
@@ -189,7 +194,7 @@ class OnnxEncoderClassifier(ModelInterface):
         texts = [str(text) for text in data.texts]
         if data.text_pairs is not None:
             encodings = self._tokenizer.encode_batch(list(zip(texts, map(str, data.text_pairs), strict=True)))
-        elif self._cutter is not None:
+        elif self._head_tokens is not None:
             whole = self._cutter.encode_batch(texts)
             self._info["truncated"]["predict"] += sum(len(e.ids) > self._max_length for e in whole)
             return ([head_tail_cut(e.ids, self._max_length, self._head_tokens) for e in whole],
@@ -205,6 +210,14 @@ class OnnxEncoderClassifier(ModelInterface):
         if (data.text_pairs is not None) != self._uses_pairs:
             trained = "sentence pairs" if self._uses_pairs else "single texts"
             raise ModelError(f"the model was trained on {trained}; pass the same text columns as in training.")
+        if self._windows is None or not len(data):
+            return self._predict_rows(data)
+        texts, owner, cut = self._windows.split(list(data.texts))  # as the HF model splits and pools
+        self._info["truncated"]["predict"] += cut
+        return self._windows.pool(self._predict_rows(TextDataset(texts)), owner, len(data),
+                                  kind="sigmoid" if self._multi_label else "softmax")
+
+    def _predict_rows(self, data: TextDataset) -> np.ndarray:
         out = np.empty((len(data), len(self.labels)), dtype=np.float64)
         if len(data) == 0:
             return out

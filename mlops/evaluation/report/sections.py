@@ -46,9 +46,11 @@ def data_section(view: ExperimentView) -> Section:
                                 f"{params['test_size']:.0%})"))
     truncated = _truncation_rows(view)
     if truncated:
-        section.blocks.append(Table(["model", "run", "train texts truncated", "val texts truncated",
-                                     "test texts truncated"], truncated,
-                                    "Texts longer than the model's max_length (cut to it)"))
+        section.blocks.append(Table(["model", "run", "long texts", "train texts cut", "val texts cut",
+                                     "test texts cut"], truncated,
+                                    "Texts longer than the model's max_length: cut (head: its first tokens; "
+                                    "head_tail: its head and tail), or read in windows (cut: more windows than "
+                                    "max_windows)"))
     return section
 
 
@@ -62,7 +64,8 @@ def _truncation_rows(view: ExperimentView) -> list[list[Any]]:
             if all(c is None for c in counts):
                 continue
             total = {key: sum((c or {}).get(key, 0) for c in counts) for key in ("train", "validation", "predict")}
-            rows.append([model.name, run_name, total["train"], total["validation"], total["predict"]])
+            strategy = run.folds[0].get("runtime", {}).get("truncation", "head")
+            rows.append([model.name, run_name, strategy, total["train"], total["validation"], total["predict"]])
     return rows
 
 
