@@ -1,12 +1,13 @@
-"""Long texts: does keeping the head and the tail beat the head alone? MiniLM on long_reviews with a token budget
-that cuts most texts, head-only against head_tail, next to TF-IDF, on the same hold-out.
+"""Long texts: does keeping the head and the tail, or reading every window, beat the head alone? MiniLM on
+long_reviews with a token budget that cuts most texts, head-only against head_tail and windows, next to TF-IDF,
+on the same hold-out.
 
     uv run python bench/bench_long_documents.py                         # max_length 64 (most texts are cut)
-    uv run python bench/bench_long_documents.py --max-length 128
+    uv run python bench/bench_long_documents.py --max-length 128 --strategies head windows
 
 long_reviews (``data/prepare_shapes.py``): 1,600 texts of about 100 words. ``generate-splits`` (train-val, 20%
 hold-out, seed 42), then ``estimate-performance`` of tfidf_logreg and of bench_defaults' short MiniLM recipe
-(3 epochs) with ``truncation: head`` and ``head_tail`` at ``--max-length``; ``compare-models`` on the hold-out
+(3 epochs) with ``truncation: head``, ``head_tail`` and ``windows`` at ``--max-length``; ``compare-models`` on the hold-out
 (McNemar's exact test). Prints each run's training seconds and how many texts were cut.
 """
 
@@ -30,6 +31,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="long_reviews", choices=sorted(SHAPES))
     parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--strategies", nargs="+", default=["head", "head_tail", "windows"],
+                        choices=["head", "head_tail", "windows"], help="the first is the baseline")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
 
@@ -42,7 +45,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         configs = ["tfidf_logreg"]
-        for strategy in ("head", "head_tail"):
+        for strategy in args.strategies:
             config = json.loads(json.dumps(MINILM_V1))
             config["training_arguments"].update(max_length=args.max_length, truncation=strategy)
             path = tmp / f"minilm_{strategy}.json"
@@ -56,7 +59,7 @@ def main() -> None:
             started = time.perf_counter()
             [result] = app.estimate_performance("long", [config])
             seconds[Path(config).stem] = round(time.perf_counter() - started, 1)
-        for baseline in ("tfidf_logreg", "minilm_head"):
+        for baseline in ("tfidf_logreg", f"minilm_{args.strategies[0]}"):
             for row in app.compare_models("long", RunType.performance_estimation, baseline=baseline):
                 if row["model"] == baseline:
                     continue
