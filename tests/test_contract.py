@@ -66,6 +66,8 @@ FAMILIES = [
     Family("setfit", "models.few_shot.model", "SetFitClassifier",
            {"num_iterations": 4, "max_steps": 20, "batch_size": 8, "body_learning_rate": 1e-3, "max_length": 24,
             "head_c": 10.0, "num_threads": 1}, base=lambda d: build_tiny_bert(d / "bert"), learns=True),
+    Family("frozen_encoder", "models.frozen_encoder.model", "FrozenEncoderClassifier", {"max_length": 24, "C": 100.0},
+           base=lambda d: build_tiny_bert(d / "bert"), learns=True),
     Family("llm_prompt", "models.llm_prompt.model", "LlmPromptClassifier", {"shots_per_label": 1, "batch_size": 4},
            base=lambda d: build_tiny_causal_lm(d / "llm")),
     Family("llm_sft", "models.llm_sft.model", "LlmSftClassifier",
