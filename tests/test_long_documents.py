@@ -38,16 +38,13 @@ def _config(base: Path, truncation: str) -> ModelConfig:
                                            "head_tokens": 4})
 
 
-@pytest.fixture(scope="module")
-def head_tail_model(tmp_path_factory):
+def _trained(tmp_path_factory, texts: list[str], labels: list[str], truncation: str):
+    """A tiny BERT trained with ``truncation`` and saved as a model folder: (model, folder, texts, labels)."""
     from mlops.core.model_folder import write_model_descriptor
     from models.hf_encoder.model import HFEncoderClassifier
 
     base = build_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
-    texts, labels = topic_data(200, seed=1)
-    # the topic words sit at the end of a long filler: a head-only cut never sees them
-    texts = ["filler " * 30 + text for text in texts]
-    config = _config(base, "head_tail")
+    config = _config(base, truncation)
     model = HFEncoderClassifier(config).fit(TextDataset(texts, labels), labels=LABELS,
                                             context=FitContext(seed=0, show_progress=False))
     folder = tmp_path_factory.mktemp("final") / "model"
@@ -56,6 +53,13 @@ def head_tail_model(tmp_path_factory):
     write_model_descriptor(folder, "tiny", config, LABELS)
     (folder / "manifest.json").write_text(json.dumps({"created_at": "test", "input_file": None}))
     return model, folder, texts, labels
+
+
+@pytest.fixture(scope="module")
+def head_tail_model(tmp_path_factory):
+    texts, labels = topic_data(200, seed=1)
+    # the topic words sit at the end of a long filler: a head-only cut never sees them
+    return _trained(tmp_path_factory, ["filler " * 30 + text for text in texts], labels, "head_tail")
 
 
 def test_the_encoder_reads_head_and_tail(head_tail_model):
@@ -127,21 +131,8 @@ def _middle(texts):  # the topic words sit in the middle of long filler: neither
 
 @pytest.fixture(scope="module")
 def windows_model(tmp_path_factory):
-    from mlops.core.model_folder import write_model_descriptor
-    from models.hf_encoder.model import HFEncoderClassifier
-
-    base = build_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
     texts, labels = topic_data(200, seed=1)
-    texts = _middle(texts)
-    config = _config(base, "windows")
-    model = HFEncoderClassifier(config).fit(TextDataset(texts, labels), labels=LABELS,
-                                            context=FitContext(seed=0, show_progress=False))
-    folder = tmp_path_factory.mktemp("final") / "model"
-    folder.mkdir()
-    model.save(folder)
-    write_model_descriptor(folder, "tiny", config, LABELS)
-    (folder / "manifest.json").write_text(json.dumps({"created_at": "test", "input_file": None}))
-    return model, folder, texts, labels
+    return _trained(tmp_path_factory, _middle(texts), labels, "windows")
 
 
 def test_windows_read_the_middle_of_a_long_text(windows_model):
