@@ -127,7 +127,8 @@ def reused_outcome(service: ExperimentService, experiment: Experiment, named: Na
     names = [member.name for member in members]
     model.labels = list(experiment.labels)
     val_probas = [found[name][0] for name in names] if len(fold.val) else None
-    sources = {name: str(fold_dir_of(service, experiment, name, run_type, k)) for name in names}
+    home = service.experiment_dir(experiment.experiment_id)
+    sources = {name: str(fold_dir_of(service, experiment, name, run_type, k).relative_to(home)) for name in names}
     model.fit_from_member_predictions(names, val_probas, val.labels if len(fold.val) else None, sources)
     who = named.model_class.__name__
     proba = check_probabilities(model.combine([found[name][1] for name in names]), len(fold.test),
