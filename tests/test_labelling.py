@@ -143,8 +143,8 @@ def test_active_learning_simulation_bookkeeping(cli, artifacts, built_csv, monke
     generate_splits(cli, "al", built_csv, folds=3, seed=0)
     calls = []
     _spy(monkeypatch, module, calls)
-    cli("active-learning-sim", "--experiment-id", "al", "--strategy", "entropy", "--initial", "12", "--batch", "10",
-        "--rounds", "2")
+    cli("active-learning-sim", "--experiment-id", "al", "--model-config-name", "tfidf_logreg", "--strategy", "entropy",
+        "--initial", "12", "--batch", "10", "--rounds", "2")
     folds, holdout = _fold_texts(artifacts, "al", built_csv)
     assert len(calls) == 2 * 3 * 3  # (entropy, random) x folds x (rounds + 1)
     summary = json.loads((artifacts / "experiments" / "al" / "active_learning" / "tfidf_logreg" /

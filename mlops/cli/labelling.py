@@ -15,8 +15,9 @@ from mlops.core.choices import Runtime
 commands = typer.Typer()
 
 FastConfig = Annotated[str, typer.Option(
-    "--model-config-name", help="A config in model_configs/ (see list-models) or a .json path; the fast TF-IDF "
-                                "baseline by default (an encoder retrains many times: hours on a CPU).")]
+    "--model-config-name", help="A config in model_configs/ (see list-models) or a .json path. Every point "
+                                "trains again: a fine-tuned encoder takes hours on a CPU, TF-IDF and minilm_frozen "
+                                "(MiniLM's embeddings, kept in memory) minutes.")]
 
 
 class Strategy(str, Enum):
@@ -112,7 +113,7 @@ def suggest_labels(
 @commands.command("active-learning-sim")
 def active_learning_sim(
     experiment_id: ExperimentId,
-    model_config_name: FastConfig = "tfidf_logreg",
+    model_config_name: FastConfig = "minilm_frozen",
     strategies: Annotated[Optional[list[Strategy]], typer.Option(
         "--strategy", help="Strategies to simulate (random is always added as the control); repeatable.")] = None,
     initial: Annotated[int, typer.Option("--initial", min=1, help="Labelled rows to start from (stratified).")] = 50,
