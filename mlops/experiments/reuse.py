@@ -31,8 +31,7 @@ logger = logging.getLogger(__name__)
 
 def base_identity(experiment: Experiment, named: NamedConfig, run_type: RunType, fold: int) -> dict[str, Any]:
     """What a fold's stored result must match to stand for ``named`` on this fold, device and threads aside."""
-    parts = named.model_class.parts_fingerprint(named.arguments)
-    return {**({"parts_sha256": parts} if parts else {}),
+    identity = {
         "experiment_id": experiment.experiment_id,
         "input_sha256": experiment.info["input_sha256"],
         "split_parameters": experiment.info["split_parameters"],
@@ -42,6 +41,10 @@ def base_identity(experiment: Experiment, named: NamedConfig, run_type: RunType,
         "fold": fold,
         "seed": experiment.seed,
     }
+    parts = named.model_class.parts_fingerprint(named.arguments)  # an ensemble's members' configs
+    if parts:
+        identity["parts_sha256"] = parts
+    return identity
 
 
 def fold_dir_of(service: ExperimentService, experiment: Experiment, name: str, run_type: RunType, k: int) -> Path:
