@@ -22,7 +22,6 @@ from mlops.core.text_dataset import TextDataset
 
 if TYPE_CHECKING:
     from mlops.core.callbacks import TrainingCallback
-    from mlops.core.plugins import NamedConfig
 
 
 @dataclass
@@ -136,8 +135,9 @@ class CombinesMembers(Protocol):
     """A model made of other configs' models (the ensemble). A backtesting fold or hold-out estimate of it can
     combine what its members' own runs of the same fold already predicted, instead of training them again."""
 
-    def reusable_members(self) -> list[NamedConfig]:
-        """The member configs whose stored runs may be reused; [] when the model is set not to reuse them."""
+    def reusable_members(self) -> list[Any]:
+        """The members (``mlops.core.plugins.NamedConfig``) whose stored runs may be reused; [] when the model is
+        set not to reuse them."""
 
     def fit_from_member_predictions(self, members: Sequence[str], val_probas: list[np.ndarray] | None,
                                     val_labels: Sequence[Any] | None, sources: dict[str, Any]) -> None:
