@@ -38,8 +38,27 @@ def test_weights_are_fitted_on_val_rows_only(cli, artifacts, built_csv, tmp_path
     config = tmp_path / "ens.json"
     config.write_text(json.dumps(FAST_ENSEMBLE))
     generate_splits(cli, "ens", built_csv, folds=3, seed=0)
-    seen, combined = [], []
+    seen, combined, member_calls = [], [], []
     real_fit, real_combiner = EnsembleClassifier.fit, EnsembleClassifier._fit_combiner
+    from models.tfidf_linear.model import TfidfLinearClassifier
+
+    real_predict, real_member_fit = TfidfLinearClassifier.predict_proba, TfidfLinearClassifier.fit
+    inside_fit = []  # a member's own fit may score its val rows (for its log); count the ensemble's calls only
+
+    def member_fit(self, *args, **kwargs):
+        inside_fit.append(1)
+        try:
+            return real_member_fit(self, *args, **kwargs)
+        finally:
+            inside_fit.pop()
+
+    def member_predict(self, data):
+        if not inside_fit:
+            member_calls.append(len(data))
+        return real_predict(self, data)
+
+    monkeypatch.setattr(TfidfLinearClassifier, "fit", member_fit)
+    monkeypatch.setattr(TfidfLinearClassifier, "predict_proba", member_predict)
 
     def spy_fit(self, train, val=None, **kwargs):
         seen.append(set(val.texts))
@@ -60,6 +79,9 @@ def test_weights_are_fitted_on_val_rows_only(cli, artifacts, built_csv, tmp_path
     for val_texts, sizes, fold in zip(seen, combined, experiment.plan.backtesting, strict=True):
         assert val_texts == set(texts[fold.val]) and sizes == [len(fold.val)] * 3
         assert not val_texts & set(texts[fold.test]) and not val_texts & set(texts[experiment.plan.holdout_test])
+    # each member predicts a fold's val rows once (weights and val_predictions.csv) and its test rows once
+    assert sorted(member_calls) == sorted(n for f in experiment.plan.backtesting
+                                          for n in (len(f.val), len(f.val), len(f.test), len(f.test)))
     record = json.loads((artifacts / "experiments" / "ens" / "runs" / "ens" / "backtesting" / "fold_0" /
                          "metrics.json").read_text())
     assert set(record["runtime"]["weights"]) == {"tfidf_logreg", "tfidf_svm"}

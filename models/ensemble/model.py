@@ -85,6 +85,7 @@ class EnsembleClassifier(ModelInterface):
         self.stacker = None
         #: Where each member's predictions came from when the fold reused stored runs ({} when trained here).
         self.reused_from: dict[str, Any] = {}
+        self._fitted_val: tuple[TextDataset, np.ndarray] | None = None  # (val rows seen in fit, their probabilities)
 
     @classmethod
     def parts_fingerprint(cls, arguments: EnsembleTrainingArguments) -> dict[str, str]:
@@ -109,8 +110,10 @@ class EnsembleClassifier(ModelInterface):
             self.member_names.append(member.name)
             self.member_configs.append(member.config)
         has_val = val is not None and len(val) > 0
-        self._fit_combiner([m.predict_proba(val) for m in self.members] if has_val else None,
-                           val.labels if has_val else None)
+        val_probas = [m.predict_proba(val) for m in self.members] if has_val else None
+        self._fit_combiner(val_probas, val.labels if has_val else None)
+        # the runner scores the same val rows next (val_predictions.csv): keep their probabilities for it
+        self._fitted_val = (val, self.combine(val_probas)) if has_val else None
         return self
 
     def reusable_members(self):
@@ -148,6 +151,8 @@ class EnsembleClassifier(ModelInterface):
             raise ModelError("the ensemble is not fitted." if self.weights is None else
                              "this ensemble was combined from its members' stored predictions, so it holds no "
                              "member models to predict new rows with; train it (train-final-model) for that.")
+        if self._fitted_val is not None and data is self._fitted_val[0]:
+            return self._fitted_val[1].copy()
         return self.combine([m.predict_proba(data) for m in self.members])
 
     def combine(self, probas: list[np.ndarray]) -> np.ndarray:
