@@ -203,3 +203,37 @@ def test_a_changed_member_config_makes_the_stored_ensemble_folds_stale(cli, arti
     refused = cli("run-backtesting", "--experiment-id", "stale", "--model-config-name", str(ensemble),
                   expect=None)
     assert_clean_failure(refused, "parts_sha256", "--force")
+
+
+def test_a_cluster_executor_is_sent_only_the_folds_that_need_their_members_trained(artifacts, built_csv, caplog,
+                                                                                     tmp_path):
+    """Under Ray the runner submits an ensemble's folds ahead of its walk: a fold whose members all have stored
+    runs is not submitted, and the fold that trains its members says why once, not at planning as well."""
+    import logging
+
+    from mlops.app import Application
+    from mlops.data.splitting import SplitParameters
+    from mlops.executors.local import LocalExecutor
+    from mlops.experiments.service import Columns, RunType
+
+    class Recording(LocalExecutor):
+        kind = "recording"
+        submitted: dict[str, list[int]] = {}
+
+        def submit(self, service, experiment, configs, run_type, pending, device):
+            self.submitted.update(pending)
+
+    app = Application(artifacts)
+    app.generate_splits("cluster", built_csv, Columns(), SplitParameters(cv_folds=3, seed=0))
+    app.run_backtesting("cluster", ["tfidf_logreg", "tfidf_svm"])
+    runs = artifacts / "experiments" / "cluster" / "runs"
+    (runs / "tfidf_svm" / "backtesting" / "fold_1" / "val_predictions.csv").unlink()
+    experiment = app.service.load_experiment("cluster")
+    (tmp_path / "ens.json").write_text(json.dumps(FAST_ENSEMBLE))
+    named = app.resolve_config("cluster", str(tmp_path / "ens.json"))
+    executor = Recording()
+    with caplog.at_level(logging.INFO, logger="mlops"):
+        app.runner.run(experiment, [named], RunType.backtesting, executor=executor)
+    assert executor.submitted == {"ens": [1]}
+    said = [r.getMessage() for r in caplog.records if "training its members" in r.getMessage()]
+    assert len(said) == 1 and "fold 2" in said[0]

@@ -90,7 +90,7 @@ def stored_predictions(service: ExperimentService, experiment: Experiment, membe
 
 
 def _members_found(service: ExperimentService, experiment: Experiment, named: NamedConfig, run_type: RunType,
-                   k: int, fold: Fold) -> tuple[Any, list[NamedConfig], dict[str, Any]] | None:
+                   k: int, fold: Fold, quiet: bool = False) -> tuple[Any, list[NamedConfig], dict[str, Any]] | None:
     if run_type is RunType.final_model or experiment.task.multi_label:  # members are trained for these
         return None
     model = named.build()
@@ -107,6 +107,8 @@ def _members_found(service: ExperimentService, experiment: Experiment, named: Na
         else:
             found[member.name] = got
     if missing:
+        if quiet:
+            return None
         logger.info("%s %s fold %d: training its members, no stored run to reuse (%s)", named.name,
                     run_type.value, k + 1, "; ".join(missing))
         return None
@@ -115,8 +117,10 @@ def _members_found(service: ExperimentService, experiment: Experiment, named: Na
 
 def can_reuse_members(service: ExperimentService, experiment: Experiment, named: NamedConfig, run_type: RunType,
                       k: int, fold: Fold) -> bool:
-    """Whether fold ``k`` of ``named`` would be combined from its members' stored runs (nothing to train)."""
-    return _members_found(service, experiment, named, run_type, k, fold) is not None
+    """Whether fold ``k`` of ``named`` would be combined from its members' stored runs (nothing to train).
+
+    Says nothing: the fold's own run (``reused_outcome``) logs why its members are trained."""
+    return _members_found(service, experiment, named, run_type, k, fold, quiet=True) is not None
 
 
 def reused_outcome(service: ExperimentService, experiment: Experiment, named: NamedConfig, run_type: RunType,
