@@ -33,6 +33,7 @@ SHAPES = {
     "tweets_3class": ROOT / "data" / "shapes" / "tweets_3class.csv",
     "sources_4class": ROOT / "data" / "shapes" / "sources_4class.csv",
     "long_reviews": ROOT / "data" / "shapes" / "long_reviews.csv",
+    "debian_topics": ROOT / "data" / "shapes" / "debian_topics.csv",
     "mr_full": ROOT / "data" / "mr" / "mr_full.csv",
 }
 MINILM_V1 = {
@@ -61,7 +62,8 @@ def _config_arg(name: str, folder: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--shapes", nargs="+", default=["tweets_3class", "sources_4class", "long_reviews", "mr_full"],
+                        choices=list(SHAPES))
     parser.add_argument("--configs", nargs="+", default=["tfidf_logreg_v1", "tfidf_logreg", "minilm_v1", "minilm"])
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()

@@ -63,8 +63,9 @@ def main() -> None:
             if len(frame) > args.rows:
                 frame = frame.sample(args.rows, random_state=7)
             csv = tmp / f"{dataset}.csv"
-            frame[["text", "label"]].to_csv(csv, index=False)
-            app.generate_splits(dataset, csv, Columns(), SplitParameters(cv_folds=5, seed=42))
+            group = "source" if "source" in frame else None  # debian_topics: a source package's binaries
+            frame[["text", "label"] + ([group] if group else [])].to_csv(csv, index=False)
+            app.generate_splits(dataset, csv, Columns(group=group), SplitParameters(cv_folds=5, seed=42))
             configs = ("tfidf_logreg", encoder, str(tmp / "ensemble.json"))
             timings, holdout_s = {}, {}
             for config in configs:
