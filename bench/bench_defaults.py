@@ -6,7 +6,9 @@ recipe (and more configs with --configs), on the same train-val splits of each d
 
 Data sets (``data/prepare_shapes.py`` builds the first three from VADER's source tarball; MR is the full set):
 tweets_3class (1,500 posts, 60/25/15% classes), sources_4class (2,000 snippets, four sources), long_reviews
-(1,600 texts of about 100 words), mr_full (10,605 movie-review sentences). Each gets ``generate-splits
+(1,600 texts of about 100 words), mr_full (10,605 movie-review sentences); on request (``--shapes``)
+debian_topics (1,320 Debian package descriptions in six sections, median 201 tokens, split with their
+``source`` column as the group; ``data/prepare_debian_topics.py``). Each gets ``generate-splits
 --backtesting-strategy train-val`` (20% hold-out, seed 42) and one ``estimate-performance`` per config: the
 model trains on the train split, stops early on the validation split, and is scored on the untouched hold-out.
 
@@ -76,7 +78,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-defaults-") as tmp:
         app = Application(Path(tmp) / "artifacts")
         for shape in args.shapes:
-            app.generate_splits(shape, SHAPES[shape], Columns(), SplitParameters(
+            header = SHAPES[shape].open(encoding="utf-8").readline()
+            group = "source" if "source" in header.strip().split(",") else None  # debian_topics
+            app.generate_splits(shape, SHAPES[shape], Columns(group=group), SplitParameters(
                 backtesting_strategy=BacktestingStrategy("train-val"), seed=args.seed))
             lines = []
             for name in args.configs:
