@@ -167,3 +167,19 @@ def test_the_onnx_export_pools_the_same_windows(windows_model, tmp_path, monkeyp
     onnx = load_model(folder, runtime="onnx")
     sample = TextDataset(texts[:40] + ["short one", "filler " * 200])  # no window, and more than max_windows
     np.testing.assert_allclose(onnx.predict_proba(sample), model.predict_proba(sample), atol=1e-4)
+
+
+def test_windows_that_re_tokenize_long_are_not_reported_as_texts_to_lengthen(caplog):
+    """Under windows, the few windows that re-tokenize over max_length lose only tokens the next window reads:
+    an info line that says so, not the warning that tells the user to raise max_length."""
+    import logging
+
+    from models.hf_common.training import log_truncation
+
+    with caplog.at_level(logging.INFO, logger="models.hf_common.training"):
+        log_truncation("training", 3, 300, 64, windows=True)
+        log_truncation("training", 5, 100, 64)
+    windows, texts = caplog.records
+    assert windows.levelno == logging.INFO and "next window reads them" in windows.getMessage()
+    assert "3 of 300 training windows" in windows.getMessage()
+    assert texts.levelno == logging.WARNING and "raise training_arguments.max_length" in texts.getMessage()

@@ -356,9 +356,15 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def log_truncation(what: str, truncated: int, total: int, max_length: int) -> None:
-    """Warn how many ``what`` texts were longer than ``max_length`` tokens and cut."""
-    if truncated:
+def log_truncation(what: str, truncated: int, total: int, max_length: int, *, windows: bool = False) -> None:
+    """Warn how many ``what`` texts were longer than ``max_length`` tokens and cut (with ``windows``: how many
+    windows came out longer when re-tokenized, which costs only their last tokens: the next window reads them)."""
+    if truncated and windows:
+        logger.info("%d of %d %s windows (%.1f%%) come out longer than max_length=%d when re-tokenized (mostly a "
+                    "token or two, a window that starts inside a word): their last tokens are cut, and the next "
+                    "window reads them",
+                    truncated, total, what, 100 * truncated / total, max_length)
+    elif truncated:
         logger.warning("%d of %d %s texts (%.1f%%) are longer than max_length=%d tokens and were truncated "
                        "(raise training_arguments.max_length to keep more)", truncated, total, what,
                        100 * truncated / total, max_length)

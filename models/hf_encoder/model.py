@@ -218,7 +218,7 @@ class HFEncoderClassifier(ModelInterface):
             texts, y, self._info["windows"] = windows.training_rows(texts, y)
         lengths, truncated = token_lengths(self._tokenizer, texts, pairs, self._max_length)
         self._info["truncated"]["train"] = truncated
-        log_truncation("training", truncated, len(texts), self._max_length)
+        log_truncation("training", truncated, len(texts), self._max_length, windows=windows is not None)
         rank, _, world = distributed_world()
         args, self._info["recipe"] = plan_training(args, self.labels, y, world)
         weights = class_weight_vector(args.class_weight, self.labels, y)
