@@ -21,7 +21,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from data.prepare_debtags import LISTS, _fields, _largest, _long_description, _read
+from data.prepare_debtags import LISTS, _fields, _largest, _long_description, _read, descriptions
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "shapes" / "debian_topics.csv"
@@ -29,23 +29,14 @@ TOPICS = ("science", "net", "admin", "games", "sound", "graphics")
 MIN_WORDS = 100
 
 
-def _descriptions() -> dict[tuple[str, str | None], str]:
-    found = {}
-    for paragraph in _read(_largest("*_main_i18n_Translation-en*")).split("\n\n"):
-        fields = _fields(paragraph)
-        if "Package" in fields and "Description-en" in fields:
-            found[(fields["Package"], fields.get("Description-md5"))] = fields["Description-en"]
-    return found
-
-
 def build() -> dict:
     index = _largest("*_main_binary-amd64_Packages*")
-    descriptions = _descriptions()
+    found = descriptions()
     rows, seen = [], set()
     for paragraph in _read(index).split("\n\n"):
         fields = _fields(paragraph)
         section = fields.get("Section", "").split("/")[-1]
-        full = descriptions.get((fields.get("Package"), fields.get("Description-md5")), "")
+        full = found.get((fields.get("Package"), fields.get("Description-md5")), "")
         body = _long_description(full) if full else ""
         if section not in TOPICS or len(body.split()) < MIN_WORDS or body in seen:
             continue

@@ -63,15 +63,20 @@ def _long_description(text: str) -> str:
     return " ".join(line for line in lines if line and line != ".")
 
 
+def descriptions() -> dict[tuple[str, str | None], str]:
+    """Each package's full English description (``Translation-en``), by package and description md5."""
+    found = {}
+    for paragraph in _read(_largest("*_main_i18n_Translation-en*")).split("\n\n"):
+        fields = _fields(paragraph)
+        if "Package" in fields and "Description-en" in fields:
+            found[(fields["Package"], fields.get("Description-md5"))] = fields["Description-en"]
+    return found
+
+
 def build() -> dict:
     index = _largest("*_main_binary-amd64_Packages*")
     packages = _read(index)
-    translations = _read(_largest("*_main_i18n_Translation-en*"))
-    long = {}
-    for paragraph in translations.split("\n\n"):
-        fields = _fields(paragraph)
-        if "Package" in fields and "Description-en" in fields:
-            long[(fields["Package"], fields.get("Description-md5"))] = fields["Description-en"]
+    long = descriptions()
     rows = []
     for paragraph in packages.split("\n\n"):
         fields = _fields(paragraph)
